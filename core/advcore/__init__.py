@@ -1,0 +1,13 @@
+"""advcore: adversarial training whose methods are pluggy plugins.
+
+The names here are the public API for plugin authors.
+"""
+
+from .config import PluginOptions
+from .hookspecs import hookimpl
+from .plugins import PluginInfo
+from .step import AttackObjective, LossTerm, Step, soft_cross_entropy
+
+__version__ = "0.1.0"
+__all__ = ["AttackObjective", "LossTerm", "PluginInfo", "PluginOptions", "Step", "hookimpl",
+           "soft_cross_entropy", "__version__"]

@@ -1,0 +1,167 @@
+"""Checkpoints: one safetensors file of tensors plus a JSON manifest, written atomically.
+
+Never pickles: tensors go through safetensors, everything else through JSON. The manifest
+carries a SHA-256 of the tensor file, so truncation or corruption is detected on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .errors import CheckpointError
+
+FORMAT = 1
+__all__ = ["save_checkpoint", "load_checkpoint", "flatten_optimizer", "unflatten_optimizer",
+           "capture_rng", "restore_rng", "checkpoint_paths"]
+
+
+def checkpoint_paths(path: str | Path) -> Path:
+    """The manifest path of a checkpoint given as its manifest, its stem or a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last"
+    if path.suffix in (".safetensors", ".json"):
+        path = path.with_suffix("")
+    return path.with_suffix(".json")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], manifest: dict[str, Any]) -> Path:
+    """Write ``<stem>-<hash>.safetensors``, then switch ``<stem>.json`` to it, then drop the old file.
+
+    Replacing the manifest is the single commit point: until it happens the previous
+    checkpoint is complete and loadable, whatever interrupts the write (signal, full disk).
+    """
+    manifest_path = checkpoint_paths(path)
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    staged = manifest_path.with_name(manifest_path.stem + ".staged.safetensors")
+    old_file = _referenced_file(manifest_path)
+    try:
+        _atomic_write(staged, lambda p: save_file(tensors, str(p)))
+        digest = _sha256(staged)
+        tensor_path = manifest_path.with_name(f"{manifest_path.stem}-{digest[:12]}.safetensors")
+        os.replace(staged, tensor_path)
+        manifest = dict(manifest, format=FORMAT, tensors_file=tensor_path.name, sha256=digest)
+        text = json.dumps(manifest, indent=1, sort_keys=True)
+        _atomic_write(manifest_path, lambda p: p.write_text(text))
+    except OSError as exc:
+        staged.unlink(missing_ok=True)
+        raise CheckpointError(
+            f"could not write checkpoint {manifest_path}: {exc.strerror or exc}; the previous checkpoint "
+            f"was kept, free disk space and resume"
+        ) from None
+    if old_file is not None and old_file != tensor_path:
+        old_file.unlink(missing_ok=True)
+    return manifest_path
+
+
+def _referenced_file(manifest_path: Path) -> Path | None:
+    try:
+        return manifest_path.with_name(json.loads(manifest_path.read_text())["tensors_file"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(manifest, tensors), verifying the checksum; problems become one-line errors."""
+    manifest_path = checkpoint_paths(path)
+    if not manifest_path.is_file():
+        raise CheckpointError(f"checkpoint {manifest_path} not found; pass a run directory or a checkpoint .json")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"checkpoint manifest {manifest_path} is corrupt (not JSON); use another checkpoint") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "tensors_file" not in manifest:
+        raise CheckpointError(f"{manifest_path} is not an advcore format-{FORMAT} checkpoint manifest")
+    tensor_path = manifest_path.with_name(manifest["tensors_file"])
+    if not tensor_path.is_file():
+        raise CheckpointError(f"checkpoint {manifest_path} names {tensor_path.name}, which is missing; use another checkpoint")
+    if _sha256(tensor_path) != manifest.get("sha256"):
+        raise CheckpointError(
+            f"checkpoint {tensor_path} is corrupt or truncated (checksum mismatch); use another checkpoint"
+        )
+    try:
+        tensors = load_file(str(tensor_path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
+        raise CheckpointError(f"checkpoint {tensor_path} could not be read: {exc}") from None
+    return manifest, tensors
+
+
+def flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into safetensors-able tensors and JSON."""
+    tensors, scalars = {}, {}
+    for pid, entry in state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{pid}.{key}"] = value
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    for name, value in meta["scalars"].items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Every RNG stream the run uses: torch (CPU and CUDA), numpy, Python."""
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    meta = {"numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+            "python": [py_state[0], list(py_state[1]), py_state[2]]}
+    return tensors, meta
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    if "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    if "numpy" in meta:
+        n = meta["numpy"]
+        np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
+    if "python" in meta:
+        p = meta["python"]
+        random.setstate((p[0], tuple(p[1]), p[2]))

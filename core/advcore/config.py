@@ -1,0 +1,201 @@
+"""Run configuration: pydantic models, TOML/YAML files and ``--set key=value`` overrides.
+
+Every model forbids unknown keys, and every validation error becomes one line naming the
+key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+__all__ = ["PluginOptions", "RunConfig", "load_config", "apply_overrides", "validate_options", "format_validation_error"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PluginOptions(_Section):
+    """Base class for a plugin's options: unknown keys are errors, fields carry descriptions."""
+
+
+class DataConfig(_Section):
+    dataset: Literal["digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "svhn", "folder"] = "digits"
+    data_dir: str | None = Field(None, description="folder with the dataset files")
+    download: bool = Field(False, description="let torchvision download CIFAR/SVHN")
+    subset: int | None = Field(None, ge=1, description="first N training samples, class-balanced")
+    batch_size: int = Field(128, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
+    augment: bool = Field(True, description="random crop with padding and horizontal flip")
+    extra: str | None = Field(None, description=".npz with images and pseudo-labels mixed into each batch")
+
+
+class ModelConfig(_Section):
+    arch: str = Field("auto", description="small-cnn, resnet18, preact-resnet18, wrn-28-10, wrn-34-10 or auto")
+    width: int | None = Field(None, ge=1, description="width of small-cnn")
+    normalize: bool = Field(False, description="normalise inputs with the dataset mean/std inside the model")
+
+
+class OptimConfig(_Section):
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["constant", "step", "cosine", "onecycle"] = "cosine"
+    milestones: list[int] = Field(default_factory=list, description="epochs where the step schedule decays")
+    gamma: float = Field(0.1, gt=0, le=1, description="decay factor of the step schedule")
+    pct_start: float = Field(0.25, gt=0, lt=1, description="warm-up fraction of the one-cycle schedule")
+    grad_clip: float | None = Field(None, gt=0)
+
+
+class AttackConfig(_Section):
+    eps: float | None = Field(None, gt=0, le=1, description="Linf budget; default: the dataset's")
+    step_size: float | None = Field(None, gt=0, le=1, description="default eps/4")
+    steps: int = Field(10, ge=1)
+    model_mode: Literal["auto", "eval", "train"] = Field(
+        "auto", description="model mode while examples are generated; auto = the objective's published mode")
+
+
+class EvalConfig(_Section):
+    n: int = Field(500, ge=1, description="held-out test samples evaluated every epoch")
+    pgd_steps: int = Field(20, ge=1)
+    restarts: int = Field(1, ge=1)
+    every: int = Field(1, ge=1, description="evaluate every N epochs (and always at the end)")
+
+
+class RunConfig(_Section):
+    plugins: list[str] = Field(default_factory=list)
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-plugin options")
+    epochs: int = Field(5, ge=1)
+    seed: int = 0
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    deterministic: bool = Field(False, description="deterministic algorithms (bitwise resume on CPU)")
+    init_from: str | None = Field(None, description="checkpoint whose model weights start the run")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    attack: AttackConfig = Field(default_factory=AttackConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _milestones_inside_run(self) -> "RunConfig":
+        late = [m for m in self.optim.milestones if m >= self.epochs or m < 1]
+        if late:
+            raise ValueError(
+                f"optim.milestones {late} lie outside the run's epochs 1..{self.epochs - 1}; "
+                f"lower them or raise epochs"
+            )
+        return self
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One line per problem: ``key: what is wrong (allowed: ...)``."""
+    lines = []
+    for err in exc.errors():
+        key = prefix + ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "literal_error":
+            allowed = err.get("ctx", {}).get("expected", "")
+            msg = f"invalid value {err['input']!r} (allowed: {allowed})"
+        elif "input" in err and err["type"] not in ("missing",):
+            msg = f"{msg} (got {err['input']!r})"
+        lines.append(f"{key}: {msg}" if key else msg)
+    return "; ".join(lines)
+
+
+def _config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
+    return ConfigError("invalid configuration: " + format_validation_error(exc, prefix))
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file into a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing .toml or .yaml file")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config file {path} must end in .toml, .yaml or .yml")
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any parse error is the user's to fix
+        raise ConfigError(f"config file {path} could not be parsed: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a table of settings at the top level")
+    return data
+
+
+def _parse_value(text: str) -> Any:
+    """``--set`` values: JSON when they parse as JSON (numbers, true, lists), else a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        lowered = text.lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings to a nested dict (a copy is returned)."""
+    data = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r} needs the form key=value, e.g. --set attack.eps=0.1")
+        key, value = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"--set {item!r} has an empty key; use e.g. --set attack.eps=0.1")
+        node = data
+        for part in parts[:-1]:
+            if not isinstance(node.setdefault(part, {}), dict):
+                raise ConfigError(f"--set {item!r}: {part} is a value, not a section")
+            node = node[part]
+        node[parts[-1]] = _parse_value(value)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                **fields: Any) -> RunConfig:
+    """File, then explicit fields (CLI flags), then ``--set`` overrides; validated."""
+    data: dict[str, Any] = read_config_file(path) if path else {}
+    for key, value in fields.items():
+        if value is None:
+            continue
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    data = apply_overrides(data, overrides or [])
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+
+
+def validate_options(name: str, model: type[BaseModel] | None, values: dict[str, Any]) -> BaseModel | None:
+    """Validate one plugin's options; errors name the key as ``options.<plugin>.<key>``."""
+    if model is None:
+        if values:
+            raise ConfigError(f"options.{name}: plugin '{name}' takes no options (got {sorted(values)})")
+        return None
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise _config_error(exc, prefix=f"options.{name}.") from None

@@ -1,0 +1,36 @@
+"""User-facing errors: one line, naming the problem and the fix.
+
+Everything a user can cause (bad config, unknown plugin, missing data, corrupt checkpoint)
+raises an `AdvcoreError`; the CLI prints its message alone and exits with code 2. Set
+``ADVCORE_RAISE_ERRORS=1`` to get the full traceback instead.
+"""
+
+from __future__ import annotations
+
+
+class AdvcoreError(Exception):
+    """A problem the user can fix; its message is shown without a traceback."""
+
+    exit_code = 2
+
+
+class ConfigError(AdvcoreError):
+    """A configuration key or value is not allowed."""
+
+
+class PluginError(AdvcoreError):
+    """A plugin is unknown, conflicts with another, or misbehaved."""
+
+
+class CheckpointError(AdvcoreError):
+    """A checkpoint is missing, corrupt or belongs to another composition."""
+
+
+class TrainingError(AdvcoreError):
+    """Training cannot go on (e.g. the loss became NaN)."""
+
+
+class Interrupted(AdvcoreError):
+    """Training was stopped by a signal after a checkpoint was written."""
+
+    exit_code = 130

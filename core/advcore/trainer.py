@@ -1,0 +1,388 @@
+"""The training loop: builds a run, pushes every batch through the hooks, evaluates, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt
+from .attacks import model_mode, pgd_eval
+from .config import RunConfig, validate_options
+from .data import Augment, Loader, class_balanced_subset, held_out_indices, load_dataset
+from .errors import CheckpointError, ConfigError, TrainingError
+from .models import build_model
+from .plugins import Hooks, Installed, build_manager, resolve
+from .run import Run
+from .state import SampleState
+from .step import Step
+
+__all__ = ["build_run", "train", "train_step", "evaluate", "resolve_device", "model_spec", "build_model_from_spec"]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device: invalid value {name!r} (allowed: auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda requested but no CUDA device is available; use --set device=cpu")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The RNG seed of one epoch, so resuming at an epoch boundary replays it exactly."""
+    return (seed * 1_000_003 + epoch * 7_919 + 17) % 2**63
+
+
+def model_spec(config: RunConfig, info) -> dict[str, Any]:
+    """What is needed to rebuild the architecture from a manifest."""
+    arch = config.model.arch
+    if arch == "auto":
+        arch = "small-cnn" if info.size <= 28 else "preact-resnet18"
+    kwargs: dict[str, Any] = {}
+    if config.model.width is not None:
+        kwargs["width"] = config.model.width
+    if config.model.normalize:
+        kwargs["mean"], kwargs["std"] = info_stats(info)
+    return {"arch": arch, "num_classes": info.num_classes, "in_channels": info.channels,
+            "image_size": info.size, "kwargs": kwargs}
+
+
+def info_stats(info) -> tuple[list[float], list[float]]:
+    stats = {"cifar10": ([0.4914, 0.4822, 0.4465], [0.2471, 0.2435, 0.2616]),
+             "cifar100": ([0.5071, 0.4865, 0.4409], [0.2673, 0.2564, 0.2762])}
+    return stats.get(info.name, ([0.5] * info.channels, [0.5] * info.channels))
+
+
+def build_model_from_spec(spec: dict[str, Any]) -> torch.nn.Module:
+    try:
+        return build_model(spec["arch"], num_classes=spec["num_classes"], in_channels=spec["in_channels"],
+                           image_size=spec["image_size"], **spec.get("kwargs", {}))
+    except ValueError as exc:
+        raise ConfigError(f"model.arch: {exc}") from None
+
+
+def build_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    o = config.optim
+    return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
+                           weight_decay=o.weight_decay)
+
+
+def lr_at(config: RunConfig, progress: float) -> float:
+    """Learning rate at ``progress`` epochs into the run (fractional: schedules step per batch)."""
+    o, total = config.optim, config.epochs
+    t = min(max(progress / total, 0.0), 1.0)
+    if o.schedule == "constant":
+        return o.lr
+    if o.schedule == "step":
+        return o.lr * o.gamma ** sum(progress >= m for m in o.milestones)
+    if o.schedule == "cosine":
+        return o.lr * 0.5 * (1 + math.cos(math.pi * t))
+    # one-cycle (PyTorch's defaults): cosine up from lr/25 to lr, then down to lr/25e4
+    low, final = o.lr / 25, o.lr / 25e4
+    if t < o.pct_start:
+        return low + (o.lr - low) * 0.5 * (1 - math.cos(math.pi * t / o.pct_start))
+    return final + (o.lr - final) * 0.5 * (1 + math.cos(math.pi * (t - o.pct_start) / (1 - o.pct_start)))
+
+
+def set_lr(run: Run) -> None:
+    lr = lr_at(run.config, run.global_step / max(run.steps_per_epoch, 1))
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+
+
+def build_run(config: RunConfig, out: str | Path | None, *, rank: int = 0, world_size: int = 1,
+              plugins: list[Installed] | None = None) -> tuple[Run, Loader]:
+    """Resolve plugins, load data, build model and optimizer; nothing is trained yet."""
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    seed_everything(config.seed)
+    plugins = resolve(config.plugins) if plugins is None else plugins
+    names = {p.name for p in plugins}
+    unknown = sorted(set(config.options) - names)
+    if unknown:
+        raise ConfigError(
+            f"options.{unknown[0]}: plugin '{unknown[0]}' is not enabled; add --plugin {unknown[0]} or drop its options"
+        )
+    options = {p.name: validate_options(p.name, p.info.options, config.options.get(p.name, {})) for p in plugins}
+    hooks = Hooks(build_manager(plugins))
+    device = resolve_device(config.device)
+    train_set, test_set, info = load_dataset(config.data.dataset, data_dir=config.data.data_dir,
+                                             download=config.data.download)
+    model = build_model_from_spec(model_spec(config, info)).to(device)
+    eps = config.attack.eps if config.attack.eps is not None else info.default_eps
+    step_size = config.attack.step_size if config.attack.step_size is not None else eps / 4
+    run = Run(config=config, out=Path(out) if out else None, device=device, plugins=plugins, hooks=hooks,
+              options=options, info=info, train_set=train_set, test_set=test_set, model=model,
+              optimizer=None,  # type: ignore[arg-type]  (built after the model is configured)
+              state=SampleState(len(train_set), device), eps=eps, step_size=step_size,
+              rank=rank, world_size=world_size)
+    hooks.configure_model(run, model)
+    model.to(device)
+    if config.init_from:
+        manifest, tensors = ckpt.load_checkpoint(config.init_from)
+        load_model_tensors(model, tensors, config.init_from)
+    run.optimizer = build_optimizer(config, model)
+    run.views = hooks.data_views(run)
+    indices = None
+    if config.data.subset is not None:
+        indices = class_balanced_subset(train_set, config.data.subset)
+    augment = Augment(info.augment_crop_padding, info.flip) if config.data.augment else None
+    loader = Loader(train_set, batch_size=config.data.batch_size, seed=config.seed, augment=augment,
+                    device=device, indices=indices, views=run.views, rank=rank, world_size=world_size)
+    run.stash["advcore.augment"] = augment
+    run.steps_per_epoch = len(loader)
+    return run, loader
+
+
+def load_model_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Any) -> None:
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "shape mismatch"
+        raise CheckpointError(f"checkpoint {source} does not fit this model ({first}); use the same model config") from None
+
+
+# --- one step ---------------------------------------------------------------------------
+
+
+def _stack_views(batch) -> tuple[torch.Tensor, ...]:
+    parts = [batch] + list(batch.views)
+    cat = lambda xs: None if xs[0] is None else torch.cat(xs)  # noqa: E731
+    view = torch.cat([torch.full_like(b.y, i) for i, b in enumerate(parts)])
+    return (cat([b.x for b in parts]), cat([b.y for b in parts]), cat([b.index for b in parts]),
+            cat([b.crop for b in parts]), cat([b.flip for b in parts]), view)
+
+
+def train_step(run: Run, batch, epoch: int, batch_no: int) -> Step:
+    """One batch through selection, generation, targets, update and state updates."""
+    x, y, index, crop, flip, view = _stack_views(batch)
+    n = y.shape[0]
+    step = Step(run=run, model=run.model, x=x, y=y, index=index, epoch=epoch, batch=batch_no,
+                eps=torch.full((n,), run.eps, device=x.device),
+                step_size=torch.full((n,), run.step_size, device=x.device),
+                steps=run.config.attack.steps, view=view, num_views=run.views, crop=crop, flip=flip)
+    run.hooks.select_samples(run, step)
+    for replay in range(run.replays):
+        step.replay = replay
+        step.examples = {"clean": x}
+        step.targets, step.terms = {}, []
+        step.clear_logits()
+        objective = run.hooks.attack_objective(run, step)
+        if objective is not None:
+            with model_mode(run.model, run.attack_mode(objective.mode)):
+                adv = run.hooks.generate_adversarial(run, step, objective)
+            step.examples["attack"] = step.examples["adv"] = adv.detach()
+        run.hooks.derive_examples(run, step)
+        run.hooks.adapt_targets(run, step)
+        set_lr(run)
+        run.model.train()
+        loss = run.hooks.update(run, step)
+        if not torch.isfinite(loss):
+            terms = ", ".join(f"{t.name}={t.values.mean().item():.4g}" for t in step.terms)
+            raise TrainingError(
+                f"loss became {loss.item()} at epoch {epoch} batch {batch_no} ({terms}); lower the learning "
+                f"rate or check the plugin options, then resume from the last good checkpoint"
+            )
+        run.hooks.after_step(run, step)
+        step.clear_logits()
+        run.global_step += 1
+    return step
+
+
+# --- evaluation -------------------------------------------------------------------------
+
+
+def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float, step_size: float,
+             steps: int, restarts: int = 1, batch_size: int = 256, device: torch.device | str = "cpu") -> dict[str, float]:
+    """Clean and PGD accuracy of ``model`` (eval mode) on uint8 or float images."""
+    correct = robust = 0
+    with model_mode(model, "eval"):
+        for start in range(0, labels.shape[0], batch_size):
+            x = images[start:start + batch_size].to(device)
+            x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+            y = labels[start:start + batch_size].to(device)
+            with torch.no_grad():
+                correct += (model(x).argmax(1) == y).sum().item()
+            adv = pgd_eval(model, x, y, eps=eps, step_size=step_size, steps=steps, restarts=restarts)
+            with torch.no_grad():
+                robust += (model(adv).argmax(1) == y).sum().item()
+    n = max(labels.shape[0], 1)
+    return {"clean_acc": correct / n, "robust_acc": robust / n}
+
+
+def evaluate_run(run: Run) -> dict[str, float]:
+    idx = held_out_indices(len(run.test_set), min(run.config.eval.n, len(run.test_set)), run.config.seed)
+    c = run.config
+    return evaluate(run.model, run.test_set.images[idx], run.test_set.labels[idx], eps=run.eps,
+                    step_size=run.eps / 4, steps=c.eval.pgd_steps, restarts=c.eval.restarts,
+                    batch_size=c.data.eval_batch_size, device=run.device)
+
+
+# --- checkpoints ------------------------------------------------------------------------
+
+
+def checkpoint_tensors(run: Run) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {f"model.{k}": v for k, v in run.model.state_dict().items()}
+    opt_tensors, opt_meta = ckpt.flatten_optimizer(run.optimizer.state_dict())
+    tensors.update(opt_tensors)
+    tensors.update({f"state.{k}": v for k, v in run.state.state_dict().items()})
+    rng_tensors, rng_meta = ckpt.capture_rng()
+    tensors.update(rng_tensors)
+    plugin_json = {}
+    for name, part in run.hooks.state_dict(run).items():
+        for key, value in (part.get("tensors") or {}).items():
+            tensors[f"plugin.{name}.{key}"] = value
+        plugin_json[name] = part.get("json") or {}
+    return tensors, {"optimizer": opt_meta, "rng": rng_meta, "plugin_state": plugin_json}
+
+
+def write_checkpoint(run: Run, tag: str, *, epoch: int, batch: int = 0, metrics: dict | None = None) -> Path | None:
+    """Save the run so it can resume at (epoch, batch); only rank 0 writes."""
+    if run.out is None or not run.is_main():
+        return None
+    tensors, meta = checkpoint_tensors(run)
+    manifest = {
+        "epoch": epoch, "batch": batch, "global_step": run.global_step,
+        "config": run.config.model_dump(mode="json"),
+        "plugins": [{"name": p.name, "package": p.package, "version": p.version} for p in run.plugins],
+        "model": dict(model_spec(run.config, run.info), head=getattr(run.model, "advcore_head", None)),
+        "metrics": metrics or {}, **meta,
+    }
+    return ckpt.save_checkpoint(run.out / "checkpoints" / tag, tensors, manifest)
+
+
+def restore_checkpoint(run: Run, path: str | Path) -> tuple[int, int]:
+    """Load a checkpoint into the run; returns the (epoch, batch) to continue from."""
+    manifest, tensors = ckpt.load_checkpoint(path)
+    needed = [p["name"] for p in manifest.get("plugins", [])]
+    if sorted(needed) != sorted(run.plugin_names):
+        raise CheckpointError(
+            f"checkpoint {path} was trained with plugins {', '.join(needed)}, this run uses "
+            f"{', '.join(run.plugin_names)}; resume with --plugin {' --plugin '.join(needed)}"
+        )
+    load_model_tensors(run.model, tensors, path)
+    run.optimizer.load_state_dict(ckpt.unflatten_optimizer(tensors, manifest["optimizer"]))
+    run.state.load_state_dict({k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")})
+    plugin_state: dict[str, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("plugin."):
+            _, name, sub = key.split(".", 2)
+            plugin_state.setdefault(name, {"tensors": {}, "json": {}})["tensors"][sub] = value
+    for name, data in manifest.get("plugin_state", {}).items():
+        plugin_state.setdefault(name, {"tensors": {}, "json": {}})["json"] = data
+    run.hooks.load_state_dict(run, plugin_state)
+    run.global_step = manifest["global_step"]
+    ckpt.restore_rng(tensors, manifest["rng"])
+    return manifest["epoch"], manifest["batch"]
+
+
+# --- the loop ---------------------------------------------------------------------------
+
+
+def _progress(iterable, total: int, desc: str):
+    if os.environ.get("ADVCORE_PROGRESS", "auto") == "0" or not sys.stderr.isatty():
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def prepare_out(config: RunConfig, out: Path | None, resume: bool) -> None:
+    if out is None:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume and (out / "checkpoints" / "last.json").exists():
+        raise ConfigError(f"run directory {out} already holds a run; pass --resume to continue it or choose another --out")
+    (out / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=1))
+
+
+def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = False, rank: int = 0,
+          world_size: int = 1, log=print) -> list[dict[str, Any]]:
+    """Train, evaluating every epoch; returns the metrics records (also in metrics.jsonl)."""
+    out = Path(out) if out else None
+    if resume and (out is None or not (out / "checkpoints" / "last.json").exists()):
+        raise CheckpointError(f"nothing to resume in {out}: no checkpoints/last.json; start without --resume")
+    if rank == 0:
+        prepare_out(config, out, resume)
+    run, loader = build_run(config, out, rank=rank, world_size=world_size)
+    start_epoch, start_batch = 0, 0
+    best = -1.0
+    history: list[dict[str, Any]] = []
+    if resume:
+        start_epoch, start_batch = restore_checkpoint(run, out / "checkpoints" / "last")
+        history = _read_metrics(out, start_epoch)
+        best = max((m.get("robust_acc", -1.0) for m in history), default=-1.0)
+    run.hooks.on_run_start(run)
+    for epoch in range(start_epoch, config.epochs):
+        run.epoch = epoch
+        if start_batch == 0:
+            torch.manual_seed(epoch_seed(config.seed, epoch))
+        run.hooks.on_epoch_start(run, epoch)
+        began = time.perf_counter()
+        loss_sum, count, records = 0.0, 0, {}
+        batches = loader.epoch(epoch, start_batch=start_batch)
+        for batch_no, batch in enumerate(_progress(batches, len(loader) - start_batch, f"epoch {epoch + 1}"), start_batch):
+            step = train_step(run, batch, epoch, batch_no)
+            loss_sum += step.loss.item() * step.size if step.loss is not None else 0.0
+            count += step.size
+            for name, (value, how) in step.records.items():
+                total, k, _ = records.get(name, (0.0, 0, how))
+                records[name] = (total + value, k + 1, how)
+        start_batch = 0
+        metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / max(count, 1)}
+        for name, (total, k, how) in records.items():
+            metrics[name] = total if how == "sum" else total / k
+        if (epoch + 1) % config.eval.every == 0 or epoch + 1 == config.epochs:
+            metrics.update(evaluate_run(run))
+        metrics["lr"] = run.optimizer.param_groups[0]["lr"]
+        metrics["seconds"] = round(time.perf_counter() - began, 3)
+        run.hooks.on_epoch_end(run, epoch, metrics)
+        history.append(metrics)
+        if run.is_main() and out is not None:
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+            if metrics.get("robust_acc", -1.0) > best:
+                best = metrics["robust_acc"]
+                write_checkpoint(run, "best", epoch=epoch + 1, metrics=metrics)
+            write_checkpoint(run, "last", epoch=epoch + 1, metrics=metrics)
+        log(_summary(metrics, config.epochs))
+    run.hooks.on_run_end(run, history[-1] if history else {})
+    return history
+
+
+def _read_metrics(out: Path, upto: int) -> list[dict[str, Any]]:
+    """The metrics of epochs before ``upto``; later lines (from an interrupted epoch) are dropped."""
+    path = out / "metrics.jsonl"
+    if not path.exists():
+        return []
+    kept = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    kept = [m for m in kept if m["epoch"] <= upto]
+    path.write_text("".join(json.dumps(m) + "\n" for m in kept))
+    return kept
+
+
+def _summary(m: dict[str, Any], epochs: int) -> str:
+    parts = [f"epoch {m['epoch']}/{epochs}", f"loss {m['train_loss']:.4f}"]
+    if "clean_acc" in m:
+        parts += [f"clean {m['clean_acc']:.2%}", f"robust {m['robust_acc']:.2%}"]
+    parts.append(f"{m['seconds']:.1f}s")
+    return "  ".join(parts)

@@ -1,0 +1,52 @@
+"""Free adversarial training (Shafahi et al. 2019): m replays of each batch.
+
+Every replay trains on x + delta and reuses the same backward pass for the input gradient:
+delta <- clip(delta + eps * sign(grad_x loss)). delta carries over to the next batch. Run
+epochs/m epochs to match the cost of standard training.
+"""
+
+import torch
+from pydantic import Field
+
+from advcore import PluginInfo, PluginOptions, hookimpl
+from advcore.attacks import project
+
+NAME = "free"
+
+
+class Options(PluginOptions):
+    replays: int = Field(8, ge=1, description="m: how many times each batch is replayed")
+
+
+@hookimpl
+def advcore_plugin_info():
+    return PluginInfo(summary="Free AT: m replays, input gradient from the training backward",
+                      roles=("adversary",), options=Options)
+
+
+@hookimpl
+def advcore_on_run_start(run):
+    run.replays = run.options[NAME].replays
+
+
+@hookimpl
+def advcore_generate_adversarial(run, step):
+    delta = run.stash.get(NAME)
+    if delta is None or delta.shape != step.x.shape:
+        delta = torch.zeros_like(step.x)
+    return project(step.x + delta, step.x, step.eps)
+
+
+@hookimpl
+def advcore_derive_examples(step):
+    if "attack" in step.examples:
+        step.examples["adv"].requires_grad_(True)
+
+
+@hookimpl
+def advcore_after_step(run, step):
+    adv = step.examples.get("attack")
+    if adv is None or adv.grad is None:
+        return
+    stepped = project(adv.detach() + step.eps.view(-1, 1, 1, 1) * adv.grad.sign(), step.x, step.eps)
+    run.stash[NAME] = (stepped - step.x).detach()
