@@ -51,8 +51,6 @@ def train(
                   **{"data.dataset": dataset, "data.data_dir": data_dir, "data.subset": subset})
     if resume and out is None:
         raise AdvcoreError("--resume needs --out DIR, the run directory to continue")
-    names = ", ".join(cfg.plugins) or "defaults"
-    typer.echo(f"advcore: training on {cfg.data.dataset} with plugins: {names}", err=True)
     history = run_training(cfg, out, resume=resume, log=lambda line: typer.echo(line))
     if history:
         last = history[-1]

@@ -80,7 +80,7 @@ def load_dataset(name: str, *, data_dir: str | None = None,
         parts = _load_idx_dir(name, Path(data_dir or _DEFAULT_DIRS[name]))
     elif name == "folder":
         if not data_dir:
-            raise DataError("folder: no data directory given; pass --set data.data_dir=DIR (with DIR/train and DIR/val)")
+            raise DataError("folder: no data directory given; pass --data-dir DIR (with DIR/train and DIR/val)")
         parts = _load_folder(Path(data_dir))
     else:
         parts = _load_torchvision(name, os.path.expanduser(data_dir or _CACHE_DIR), download)
@@ -168,8 +168,8 @@ def _find_idx(root: Path, stem: str) -> Path | None:
 
 
 def _load_idx_dir(name: str, root: Path):
-    hint = ("install Debian's dataset-fashion-mnist or pass --set data.data_dir=DIR" if name == "fashion-mnist"
-            else "put the MNIST IDX files there or pass --set data.data_dir=DIR")
+    hint = ("install Debian's dataset-fashion-mnist or pass --data-dir DIR" if name == "fashion-mnist"
+            else "put the MNIST IDX files there or pass --data-dir DIR")
     if not root.is_dir():
         raise DataError(f"{name}: data directory {root} does not exist; {hint}")
     splits = []
@@ -203,9 +203,9 @@ def _load_torchvision(name: str, root: str, download: bool):
             data = [(s.data.transpose(0, 3, 1, 2), s.targets) for s in sets]  # HWC -> CHW
     except ImportError as exc:
         raise DataError(f"{name}: missing dependency ({exc}); pip install scipy") from None
-    except Exception as exc:  # torchvision raises RuntimeError, pickle/scipy errors, URLError...
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise DataError(f"{name}: dataset missing or corrupted under {root} ({first}); {fix}") from None
+    except Exception as exc:  # torchvision's own RuntimeError suggests download=True: not our spelling
+        detail = "" if isinstance(exc, RuntimeError) else f" ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})"
+        raise DataError(f"{name}: dataset files missing or corrupted under {root}{detail}; {fix}") from None
     (xtr, ytr), (xte, yte) = ((np.ascontiguousarray(x, dtype=np.uint8), np.asarray(y, dtype=np.int64)) for x, y in data)
     return (xtr, ytr), (xte, yte), _INFO[name][0]
 
@@ -223,7 +223,7 @@ def _load_folder(root: Path):
     train_dir, val_dir = root / "train", root / "val"
     if not train_dir.is_dir() or not val_dir.is_dir():
         raise DataError(f"folder: expected {train_dir} and {val_dir} (one sub-folder per class); "
-                        "pass --set data.data_dir=DIR with that layout")
+                        "pass --data-dir DIR with that layout")
     classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
     if not classes:
         raise DataError(f"folder: no class folders under {train_dir}; put images in train/<class>/")

@@ -69,6 +69,10 @@ class SmallCNN(Classifier):
         self.fc = nn.Sequential(nn.Linear(2 * width * 16, hidden), nn.ReLU())
         self.feature_dim = hidden
         self.head = nn.Linear(hidden, num_classes)
+        for m in [*self.body, *self.fc]:  # He init: PyTorch's default shrinks the signal and stalls early epochs
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
 
     def _features(self, x):
         return self.fc(self.body(x))

@@ -206,9 +206,8 @@ class Hooks:
             plugin = _failing_plugin(self.pm, name, exc)
             if plugin is None:
                 raise
-            raise PluginError(
-                f"plugin '{plugin}' failed in {name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            ) from exc
+            detail = str(exc).splitlines()[0] if str(exc) else ""
+            raise PluginError(f"plugin '{plugin} failed in {name}: {type(exc).__name__}: {detail}") from exc
 
     def configure_model(self, run, model) -> None:
         self._call("advcore_configure_model", run=run, model=model)
@@ -336,20 +335,20 @@ def _describe(value: Any) -> str:
 
 
 def _failing_plugin(pm: pluggy.PluginManager, hook: str, exc: BaseException) -> str | None:
-    """Name the plugin whose code raised ``exc`` (the innermost plugin frame wins)."""
-    modules = {getattr(p, "__name__", None): n for n, p in pm.list_name_plugin() if n != "advcore.core"}
-    tb = exc.__traceback__
+    """Name (and package) of the plugin whose hook implementation raised ``exc``."""
+    codes = {}
+    for impl in getattr(pm.hook, hook).get_hookimpls():
+        if impl.plugin_name != "advcore.core":
+            fn = getattr(impl.function, "__func__", impl.function)
+            codes[fn.__code__] = impl.plugin_name
     found = None
+    tb = exc.__traceback__
     while tb is not None:
-        mod = tb.tb_frame.f_globals.get("__name__", "")
-        for prefix, name in modules.items():
-            if prefix and (mod == prefix or mod.startswith(prefix + ".")):
-                found = name
+        found = codes.get(tb.tb_frame.f_code, found)
         tb = tb.tb_next
     if found is None:
         return None
-    dist = ""
     for p in installed_plugins().values():
         if p.name == found:
-            dist = f" (package {p.package} {p.version})"
-    return found + dist
+            return f"{found}' (package {p.package} {p.version})"
+    return found + "'"

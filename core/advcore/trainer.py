@@ -316,8 +316,12 @@ def prepare_out(config: RunConfig, out: Path | None, resume: bool) -> None:
 
 
 def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = False, rank: int = 0,
-          world_size: int = 1, log=print) -> list[dict[str, Any]]:
-    """Train, evaluating every epoch; returns the metrics records (also in metrics.jsonl)."""
+          world_size: int = 1, log=print, stop_after: int | None = None) -> list[dict[str, Any]]:
+    """Train, evaluating every epoch; returns the metrics records (also in metrics.jsonl).
+
+    ``stop_after=k`` ends the process's work after epoch k as an interruption would (the
+    checkpoint is written, run-end hooks are not called), e.g. to test resuming.
+    """
     out = Path(out) if out else None
     if resume and (out is None or not (out / "checkpoints" / "last.json").exists()):
         raise CheckpointError(f"nothing to resume in {out}: no checkpoints/last.json; start without --resume")
@@ -331,6 +335,8 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
         start_epoch, start_batch = restore_checkpoint(run, out / "checkpoints" / "last")
         history = _read_metrics(out, start_epoch)
         best = max((m.get("robust_acc", -1.0) for m in history), default=-1.0)
+    log(f"advcore: {config.data.dataset}, {len(loader)} batches/epoch, eps {run.eps:.4g}, "
+        f"plugins {' + '.join(run.plugin_names)}" + (f", resuming at epoch {start_epoch + 1}" if resume else ""))
     run.hooks.on_run_start(run)
     for epoch in range(start_epoch, config.epochs):
         run.epoch = epoch
@@ -365,6 +371,8 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
                 write_checkpoint(run, "best", epoch=epoch + 1, metrics=metrics)
             write_checkpoint(run, "last", epoch=epoch + 1, metrics=metrics)
         log(_summary(metrics, config.epochs))
+        if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < config.epochs:
+            return history
     run.hooks.on_run_end(run, history[-1] if history else {})
     return history
 
