@@ -54,17 +54,21 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], manifest: dict[str, Any]) -> Path:
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], manifest: dict[str, Any], *,
+                    keep_previous: bool = False) -> Path:
     """Write ``<stem>-<hash>.safetensors``, then switch ``<stem>.json`` to it, then drop the old file.
 
     Replacing the manifest is the single commit point: until it happens the previous
     checkpoint is complete and loadable, whatever interrupts the write (signal, full disk).
+    With ``keep_previous`` the replaced checkpoint stays loadable as ``previous.json``, the
+    fallback when the newest one turns out corrupt.
     """
     manifest_path = checkpoint_paths(path)
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     staged = manifest_path.with_name(manifest_path.stem + ".staged.safetensors")
     old_file = _referenced_file(manifest_path)
+    previous = manifest_path.with_name("previous.json")
     try:
         _atomic_write(staged, lambda p: save_file(tensors, str(p)))
         digest = _sha256(staged)
@@ -72,6 +76,13 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], manifest
         os.replace(staged, tensor_path)
         manifest = dict(manifest, format=FORMAT, tensors_file=tensor_path.name, sha256=digest)
         text = json.dumps(manifest, indent=1, sort_keys=True)
+        if keep_previous and old_file is not None and old_file != tensor_path:
+            stale = _referenced_file(previous)
+            old_text = manifest_path.read_text()
+            _atomic_write(previous, lambda p: p.write_text(old_text))
+            if stale is not None and stale not in (old_file, tensor_path):
+                stale.unlink(missing_ok=True)
+            old_file = None  # now referenced by previous.json
         _atomic_write(manifest_path, lambda p: p.write_text(text))
     except OSError as exc:
         staged.unlink(missing_ok=True)

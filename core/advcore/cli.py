@@ -38,11 +38,12 @@ def train(
     epochs: Optional[int] = typer.Option(None, help="number of epochs"),
     dataset: Optional[str] = typer.Option(None, help="digits, fashion-mnist, mnist, cifar10, cifar100, svhn, folder"),
     data_dir: Optional[str] = typer.Option(None, help="folder with the dataset files"),
-    subset: Optional[int] = typer.Option(None, help="first N training samples, class-balanced"),
+    subset: Optional[str] = typer.Option(None, help="N (first N, class-balanced) or easiest:N, hardest:N, random:N"),
     seed: Optional[int] = typer.Option(None, help="random seed"),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda"),
     init_from: Optional[str] = typer.Option(None, help="start from this checkpoint's model weights"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+    fallback: bool = typer.Option(False, "--fallback", help="with --resume: use the previous checkpoint if the last is corrupt"),
 ) -> None:
     """Train a model with the given plugins; prints clean and robust accuracy per epoch."""
     from .trainer import train as run_training
@@ -51,35 +52,229 @@ def train(
                   **{"data.dataset": dataset, "data.data_dir": data_dir, "data.subset": subset})
     if resume and out is None:
         raise AdvcoreError("--resume needs --out DIR, the run directory to continue")
-    history = run_training(cfg, out, resume=resume, log=lambda line: typer.echo(line))
+    history = run_training(cfg, out, resume=resume, fallback=fallback, log=lambda line: typer.echo(line))
     if history:
         last = history[-1]
         typer.echo(f"final: clean_acc={last.get('clean_acc', float('nan')):.4f} "
                    f"robust_acc={last.get('robust_acc', float('nan')):.4f}")
 
 
+# --- evaluation, reports, plots, margins --------------------------------------------------
+
+ArchOpt = typer.Option(None, "--arch", help="architecture of a plain state dict file (e.g. wrn-28-10, small-cnn)")
+DatasetOpt = typer.Option(None, "--dataset", help="dataset of a plain state dict file (default: the run's)")
+DataDirOpt = typer.Option(None, "--data-dir", help="folder with the dataset files (default: the run's)")
+WidthOpt = typer.Option(None, "--width", help="model.width of a plain state dict file")
+NormalizeOpt = typer.Option(False, "--normalize", help="plain state dict trained with dataset mean/std normalisation")
+NormOpt = typer.Option("Linf", "--norm", help="threat model: Linf or L2")
+EpsOpt = typer.Option(None, "--eps", help="budget, e.g. 0.1 or 8/255 (default: the run's, else the dataset's)")
+
+
+def _eps(text: Optional[str]) -> Optional[float]:
+    from .sweeps import parse_values
+
+    return None if text is None else parse_values(text)[0]
+
+
 @app.command("eval")
 def eval_(
-    checkpoint: Path = typer.Argument(..., help="run directory or checkpoint .json"),
-    attack: Optional[List[str]] = typer.Option(None, "--attack", "-a", help="pgd, cw, autoattack (repeatable)"),
+    checkpoint: Path = typer.Argument(..., help="run directory, checkpoint .json, or state dict (.safetensors/.pt)"),
+    attack: Optional[List[str]] = typer.Option(
+        None, "--attack", "-a", help="pgd, pgd-K, cw, mim, fgsm, square, square-Q, autoattack (repeatable; "
+                                     "default: pgd and autoattack)"),
     n: Optional[int] = typer.Option(None, help="test samples to evaluate (default: all)"),
-    eps: Optional[float] = typer.Option(None, help="Linf budget (default: the run's)"),
-    pgd_steps: int = typer.Option(20, help="PGD steps"),
-    restarts: int = typer.Option(1, help="PGD restarts"),
-    aa_version: str = typer.Option("standard", help="AutoAttack version: standard, plus, rand"),
-    device: str = typer.Option("auto"),
+    eps: Optional[str] = EpsOpt,
+    norm: str = NormOpt,
+    pgd_steps: int = typer.Option(20, help="steps of pgd, cw and mim"),
+    restarts: int = typer.Option(1, help="random restarts of pgd and cw"),
+    step_size: Optional[float] = typer.Option(None, help="step size of pgd and cw (default eps/4)"),
+    square_queries: int = typer.Option(5000, help="queries of the square attack"),
+    aa_version: str = typer.Option("standard", help="AutoAttack version: standard, plus, rand, custom"),
+    aa_attack: Optional[List[str]] = typer.Option(
+        None, "--aa-attack", help="with --aa-version custom: apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square (repeatable)"),
+    batch_size: int = typer.Option(256, help="samples per attack batch"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda"),
+    ema: bool = typer.Option(False, "--ema", help="evaluate the checkpoint's EMA weights (train with ema.decay)"),
+    arch: Optional[str] = ArchOpt,
+    dataset: Optional[str] = DatasetOpt,
+    data_dir: Optional[str] = DataDirOpt,
+    width: Optional[int] = WidthOpt,
+    normalize: bool = NormalizeOpt,
+    checks: bool = typer.Option(False, "--checks", help="run the gradient-masking sanity checks; exit 3 if one fails"),
+    surrogate: Optional[Path] = typer.Option(None, "--surrogate", help="model for the transfer check (with --checks)"),
+    corruptions: Optional[Path] = typer.Option(None, "--corruptions", help="CIFAR-10-C style folder of .npy files"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write eval.json and eval.md here (and the "
+                                                                  "AutoAttack resume state; default: RUN/eval)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    markdown: bool = typer.Option(False, "--markdown", help="print a Markdown table"),
 ) -> None:
-    """Clean accuracy and accuracy under attacks for a checkpoint."""
-    from .evaluate import evaluate_checkpoint
+    """Clean accuracy and accuracy under attacks for a checkpoint or a state dict file."""
+    from .evaluate import evaluate_checkpoint, format_result, markdown_table
 
-    result = evaluate_checkpoint(checkpoint, attacks=list(attack or ["pgd", "autoattack"]), n=n, eps=eps,
-                                 pgd_steps=pgd_steps, restarts=restarts, device=device, aa_version=aa_version)
+    result = evaluate_checkpoint(
+        checkpoint, attacks=list(attack or ["pgd", "autoattack"]), n=n, eps=_eps(eps), norm=norm, pgd_steps=pgd_steps,
+        restarts=restarts, step_size=step_size, device=device, aa_version=aa_version, aa_attacks=aa_attack,
+        square_queries=square_queries, batch_size=batch_size, ema=ema, arch=arch, dataset=dataset, data_dir=data_dir,
+        width=width, normalize=normalize, checks=checks, surrogate=surrogate, corruptions=corruptions, out=out)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(result, indent=1))
+        (out / "eval.md").write_text(markdown_table([result]))
     if as_json:
         typer.echo(json.dumps(result))
+    elif markdown:
+        typer.echo(markdown_table([result]), nl=False)
     else:
-        for key, value in result.items():
-            typer.echo(f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}")
+        typer.echo(format_result(result))
+    if checks and not result["checks"]["passed"]:
+        typer.echo(f"FLAGGED: possible gradient masking, failed checks: {', '.join(result['checks']['failed'])}; "
+                   f"these robustness numbers are not trustworthy", err=True)
+        raise typer.Exit(3)
+
+
+@app.command()
+def report(
+    sources: List[Path] = typer.Argument(..., help="eval JSON files (advcore eval --json / --out) or run directories"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write the Markdown table to this file"),
+) -> None:
+    """A Markdown table of evaluation results, one row per model."""
+    from .evaluate import markdown_table, read_result
+
+    table = markdown_table([read_result(s) for s in sources])
+    if out is not None:
+        out.write_text(table)
+    typer.echo(table, nl=False)
+
+
+plot_app = typer.Typer(no_args_is_help=True, help="Figures (PNG + JSON of the series): curves, trade-off, sweeps.")
+app.add_typer(plot_app, name="plot")
+
+
+@plot_app.command("curves")
+def plot_curves(
+    runs: List[Path] = typer.Argument(..., help="run directories (their metrics.jsonl)"),
+    out: Path = typer.Option(Path("curves.png"), "--out", "-o", help="PNG to write (a .json with the series beside it)"),
+) -> None:
+    """Training curves: clean/robust accuracy, losses and other records per epoch."""
+    from .plots import plot_training_curves, read_metrics
+
+    plot_training_curves({_label(r): read_metrics(r) for r in runs}, out)
+    typer.echo(f"wrote {out.with_suffix('.png')}")
+
+
+@plot_app.command("tradeoff")
+def plot_tradeoff_cmd(
+    sources: List[Path] = typer.Argument(..., help="eval JSON files or run directories"),
+    x: str = typer.Option("clean_acc", help="metric on the x axis"),
+    y: str = typer.Option("robust_acc", help="metric on the y axis (eval results: e.g. autoattack_acc)"),
+    out: Path = typer.Option(Path("tradeoff.png"), "--out", "-o", help="PNG to write"),
+) -> None:
+    """Accuracy vs robustness scatter, one point per run (HAT Fig. 5)."""
+    from .evaluate import read_result
+    from .plots import plot_tradeoff
+
+    points = []
+    for source in sources:
+        r = read_result(source)
+        if x not in r or y not in r:
+            raise AdvcoreError(f"{source} has no {x if x not in r else y}; choose --x/--y among "
+                               f"{', '.join(k for k in r if k.endswith('_acc'))}")
+        points.append({"label": r["label"], x: r[x], y: r[y]})
+    plot_tradeoff(points, out, x=x, y=y)
+    typer.echo(f"wrote {out.with_suffix('.png')}")
+
+
+@plot_app.command("sweep")
+def plot_sweep_cmd(
+    checkpoints: List[Path] = typer.Argument(..., help="models to compare (run directories, .json, state dicts)"),
+    eps_list: Optional[str] = typer.Option(None, "--eps", help="eps values, e.g. 0,2/255,4/255,8/255,16/255"),
+    steps_list: Optional[str] = typer.Option(None, "--steps", help="step counts at the run's eps, e.g. 5,10,20,50"),
+    attack: str = typer.Option("pgd", help="attack for the sweep: pgd, cw, mim (steps); also fgsm, square, autoattack (eps)"),
+    at_eps: Optional[str] = typer.Option(None, "--at-eps", help="eps of a steps sweep (default: the run's)"),
+    pgd_steps: int = typer.Option(20, help="steps of an eps sweep"),
+    n: Optional[int] = typer.Option(None, help="test samples"),
+    norm: str = NormOpt,
+    device: str = typer.Option("auto"),
+    arch: Optional[str] = ArchOpt,
+    dataset: Optional[str] = DatasetOpt,
+    data_dir: Optional[str] = DataDirOpt,
+    width: Optional[int] = WidthOpt,
+    normalize: bool = NormalizeOpt,
+    out: Path = typer.Option(Path("sweep.png"), "--out", "-o", help="PNG to write"),
+    as_json: bool = typer.Option(False, "--json", help="print the series as JSON"),
+) -> None:
+    """Accuracy vs eps (HAT Fig. 6/10, IAAT Fig. 4) or vs attack steps, several models on one figure."""
+    from .evaluate import eval_data, load_target
+    from .plots import plot_sweep
+    from .sweeps import eps_sweep, parse_values, steps_sweep
+
+    if (eps_list is None) == (steps_list is None):
+        raise AdvcoreError("give exactly one of --eps LIST or --steps LIST")
+    series, reference = {}, None
+    for path in checkpoints:
+        target = load_target(path, device=device, arch=arch, dataset=dataset, data_dir=data_dir, width=width,
+                             normalize=normalize)
+        xs, ys, info = eval_data(target.dataset, target.data_dir, n, target.seed)
+        run_eps = target.eps or info.default_eps
+        reference = reference or run_eps
+        if eps_list is not None:
+            series[_label(path)] = eps_sweep(target.model, xs, ys, parse_values(eps_list), attack=attack, norm=norm,
+                                             steps=pgd_steps, seed=target.seed)
+        else:
+            series[_label(path)] = steps_sweep(target.model, xs, ys, parse_values(steps_list, int),
+                                               eps=_eps(at_eps) or run_eps, attack=attack, norm=norm, seed=target.seed)
+    data = plot_sweep(series, out, xlabel="eps" if eps_list is not None else "attack steps",
+                      title="Accuracy vs eps" if eps_list is not None else "Accuracy vs attack steps",
+                      reference=reference if eps_list is not None else None)
+    typer.echo(json.dumps(data) if as_json else f"wrote {out.with_suffix('.png')}")
+
+
+def _label(path: Path) -> str:
+    path = Path(path)
+    if path.suffix == ".json" and path.parent.name == "checkpoints":
+        return f"{path.parent.parent.name}/{path.stem}"
+    return path.stem if path.suffix else path.name
+
+
+@app.command()
+def margin(
+    standard: Path = typer.Argument(..., help="standard (non-robust) model: gives the directions R_init"),
+    robust: Path = typer.Argument(..., help="robust model whose margins along R_init are measured"),
+    n: int = typer.Option(512, help="test samples (HAT uses 512-1024)"),
+    eps: Optional[str] = EpsOpt,
+    norm: str = NormOpt,
+    steps: int = typer.Option(20, help="PGD steps on the standard model"),
+    max_alpha: Optional[float] = typer.Option(None, help="largest |alpha| searched (default sqrt(d))"),
+    device: str = typer.Option("auto"),
+    arch: Optional[str] = ArchOpt,
+    dataset: Optional[str] = DatasetOpt,
+    data_dir: Optional[str] = DataDirOpt,
+    width: Optional[int] = WidthOpt,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG with histogram and scatter (+ .json)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON (with per-sample margins)"),
+) -> None:
+    """Directional margin along initial adversarial directions (HAT Sec. 3, Tables 1/5): median and histogram."""
+    from .evaluate import eval_data, load_target
+    from .margin import margin_analysis
+
+    loading = dict(device=device, arch=arch, dataset=dataset, data_dir=data_dir, width=width)
+    std_target, rob_target = load_target(standard, **loading), load_target(robust, **loading)
+    x, y, info = eval_data(rob_target.dataset, rob_target.data_dir, n, rob_target.seed)
+    budget = _eps(eps) or rob_target.eps or info.default_eps
+    result = margin_analysis(std_target.model, rob_target.model, x, y, eps=budget, norm=norm, steps=steps,
+                             max_alpha=max_alpha)
+    if out is not None:
+        from .plots import plot_margins
+
+        plot_margins(result, out)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    for name in ("standard", "robust"):
+        r = result[name]
+        median = "inf" if r["median"] is None else f"{r['median']:.4f}"
+        typer.echo(f"{name:>8}: median margin {median}  above budget ({r['reference']:.3f}) "
+                   f"{r['above_reference']:.1%}  never flips {r['censored']}/{r['n']}")
 
 
 @app.command()
@@ -139,6 +334,55 @@ def plan(
     typer.echo("per step:")
     for hook, impls in result["hooks"].items():
         typer.echo(f"  {hook.removeprefix('advcore_'):<22} {' -> '.join(impls)}")
+
+
+# --- analyze (instance difficulty, generalization gap) -----------------------------------
+
+analyze_app = typer.Typer(no_args_is_help=True, help="Analyse finished runs: instance difficulty, generalization gap.")
+app.add_typer(analyze_app, name="analyze")
+
+
+@analyze_app.command("difficulty")
+def analyze_difficulty(
+    run: Path = typer.Argument(..., help="run directory or checkpoint .json trained with --plugin difficulty"),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="where to write index,label,loss,difficulty,visits "
+                                                          "(default: RUN/difficulty.csv)"),
+    compare: Optional[List[Path]] = typer.Option(None, "--compare", help="another run: print the D-distance (repeatable)"),
+    groups: int = typer.Option(0, help="print the average loss per epoch of G groups by difficulty (G0 hardest)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Instance difficulty d(x) (Eq. 1 of Liu et al.) from the run's per-sample loss history."""
+    from .analyze import difficulty_report
+
+    report = difficulty_report(run, csv=csv, compare=list(compare or []), groups=groups)
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    typer.echo(f"{report['samples']} samples, mean loss {report['mean_loss']:.4f}; wrote {report['csv']}")
+    for other, dist in report.get("d_distance", {}).items():
+        typer.echo(f"D-distance to {other}: {dist:.4f}  (independent random orderings: 1/3)")
+    for g, curve in enumerate(report.get("group_loss", [])):
+        typer.echo(f"G{g}: " + " ".join(f"{v:.3f}" for v in curve))
+
+
+@analyze_app.command("gap")
+def analyze_gap(
+    run: Path = typer.Argument(..., help="run directory or checkpoint .json"),
+    n: int = typer.Option(1000, help="samples from the training subset and from the test set"),
+    pgd_steps: int = typer.Option(10, help="PGD steps"),
+    restarts: int = typer.Option(1, help="PGD restarts"),
+    device: str = typer.Option("auto"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """PGD accuracy on the samples the run trained on versus the test set (the generalization gap)."""
+    from .analyze import generalization_gap
+
+    result = generalization_gap(run, n=n, pgd_steps=pgd_steps, restarts=restarts, device=device)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    for key, value in result.items():
+        typer.echo(f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}")
 
 
 def main() -> None:

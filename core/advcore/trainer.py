@@ -6,8 +6,11 @@ import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +20,9 @@ import torch
 from . import checkpoint as ckpt
 from .attacks import model_mode, pgd_eval
 from .config import RunConfig, validate_options
-from .data import Augment, Loader, class_balanced_subset, held_out_indices, load_dataset
-from .errors import CheckpointError, ConfigError, TrainingError
+from .data import Augment, Loader, held_out_indices, load_dataset
+from .errors import CheckpointError, ConfigError, Interrupted, TrainingError
+from .mixing import MixedLoader, training_data
 from .models import build_model
 from .plugins import Hooks, Installed, build_manager, resolve
 from .run import Run
@@ -126,6 +130,7 @@ def build_run(config: RunConfig, out: str | Path | None, *, rank: int = 0, world
     device = resolve_device(config.device)
     train_set, test_set, info = load_dataset(config.data.dataset, data_dir=config.data.data_dir,
                                              download=config.data.download)
+    train_set, indices, extra_indices = training_data(config, train_set, info)  # data.subset / data.extra
     model = build_model_from_spec(model_spec(config, info)).to(device)
     eps = config.attack.eps if config.attack.eps is not None else info.default_eps
     step_size = config.attack.step_size if config.attack.step_size is not None else eps / 4
@@ -141,12 +146,11 @@ def build_run(config: RunConfig, out: str | Path | None, *, rank: int = 0, world
         load_model_tensors(model, tensors, config.init_from)
     run.optimizer = build_optimizer(config, model)
     run.views = hooks.data_views(run)
-    indices = None
-    if config.data.subset is not None:
-        indices = class_balanced_subset(train_set, config.data.subset)
     augment = Augment(info.augment_crop_padding, info.flip) if config.data.augment else None
-    loader = Loader(train_set, batch_size=config.data.batch_size, seed=config.seed, augment=augment,
-                    device=device, indices=indices, views=run.views, rank=rank, world_size=world_size)
+    mixed = {} if extra_indices is None else {"extra_indices": extra_indices}  # half of each batch extra
+    loader = (MixedLoader if mixed else Loader)(
+        train_set, batch_size=config.data.batch_size, seed=config.seed, augment=augment, device=device,
+        indices=indices, views=run.views, rank=rank, world_size=world_size, **mixed)
     run.stash["advcore.augment"] = augment
     run.steps_per_epoch = len(loader)
     return run, loader
@@ -255,8 +259,13 @@ def checkpoint_tensors(run: Run) -> tuple[dict[str, torch.Tensor], dict[str, Any
     return tensors, {"optimizer": opt_meta, "rng": rng_meta, "plugin_state": plugin_json}
 
 
-def write_checkpoint(run: Run, tag: str, *, epoch: int, batch: int = 0, metrics: dict | None = None) -> Path | None:
-    """Save the run so it can resume at (epoch, batch); only rank 0 writes."""
+def write_checkpoint(run: Run, tag: str, *, epoch: int, batch: int = 0, metrics: dict | None = None,
+                     partial: dict | None = None) -> Path | None:
+    """Save the run so it can resume at (epoch, batch); only rank 0 writes.
+
+    ``epoch``/``batch`` name the next batch to run; ``partial`` carries the running totals
+    of an interrupted epoch so its metrics come out as if it had not been interrupted.
+    """
     if run.out is None or not run.is_main():
         return None
     tensors, meta = checkpoint_tensors(run)
@@ -265,13 +274,13 @@ def write_checkpoint(run: Run, tag: str, *, epoch: int, batch: int = 0, metrics:
         "config": run.config.model_dump(mode="json"),
         "plugins": [{"name": p.name, "package": p.package, "version": p.version} for p in run.plugins],
         "model": dict(model_spec(run.config, run.info), head=getattr(run.model, "advcore_head", None)),
-        "metrics": metrics or {}, **meta,
+        "metrics": metrics or {}, "partial": partial or {}, **meta,
     }
-    return ckpt.save_checkpoint(run.out / "checkpoints" / tag, tensors, manifest)
+    return ckpt.save_checkpoint(run.out / "checkpoints" / tag, tensors, manifest, keep_previous=tag == "last")
 
 
-def restore_checkpoint(run: Run, path: str | Path) -> tuple[int, int]:
-    """Load a checkpoint into the run; returns the (epoch, batch) to continue from."""
+def restore_checkpoint(run: Run, path: str | Path) -> tuple[int, int, dict]:
+    """Load a checkpoint into the run; returns (epoch, batch, partial epoch totals) to continue from."""
     manifest, tensors = ckpt.load_checkpoint(path)
     needed = [p["name"] for p in manifest.get("plugins", [])]
     if sorted(needed) != sorted(run.plugin_names):
@@ -292,7 +301,7 @@ def restore_checkpoint(run: Run, path: str | Path) -> tuple[int, int]:
     run.hooks.load_state_dict(run, plugin_state)
     run.global_step = manifest["global_step"]
     ckpt.restore_rng(tensors, manifest["rng"])
-    return manifest["epoch"], manifest["batch"]
+    return manifest["epoch"], manifest["batch"], manifest.get("partial", {})
 
 
 # --- the loop ---------------------------------------------------------------------------
@@ -316,7 +325,8 @@ def prepare_out(config: RunConfig, out: Path | None, resume: bool) -> None:
 
 
 def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = False, rank: int = 0,
-          world_size: int = 1, log=print, stop_after: int | None = None) -> list[dict[str, Any]]:
+          world_size: int = 1, log=print, stop_after: int | None = None,
+          fallback: bool = False) -> list[dict[str, Any]]:
     """Train, evaluating every epoch; returns the metrics records (also in metrics.jsonl).
 
     ``stop_after=k`` ends the process's work after epoch k as an interruption would (the
@@ -325,56 +335,135 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
     out = Path(out) if out else None
     if resume and (out is None or not (out / "checkpoints" / "last.json").exists()):
         raise CheckpointError(f"nothing to resume in {out}: no checkpoints/last.json; start without --resume")
+    run, loader = build_run(config, out, rank=rank, world_size=world_size)
     if rank == 0:
         prepare_out(config, out, resume)
-    run, loader = build_run(config, out, rank=rank, world_size=world_size)
-    start_epoch, start_batch = 0, 0
+    start_epoch, start_batch, partial = 0, 0, {}
     best = -1.0
     history: list[dict[str, Any]] = []
     if resume:
-        start_epoch, start_batch = restore_checkpoint(run, out / "checkpoints" / "last")
+        start_epoch, start_batch, partial = _restore_latest(run, out, fallback, log)
         history = _read_metrics(out, start_epoch)
         best = max((m.get("robust_acc", -1.0) for m in history), default=-1.0)
     log(f"advcore: {config.data.dataset}, {len(loader)} batches/epoch, eps {run.eps:.4g}, "
         f"plugins {' + '.join(run.plugin_names)}" + (f", resuming at epoch {start_epoch + 1}" if resume else ""))
     run.hooks.on_run_start(run)
-    for epoch in range(start_epoch, config.epochs):
-        run.epoch = epoch
-        if start_batch == 0:
-            torch.manual_seed(epoch_seed(config.seed, epoch))
-        run.hooks.on_epoch_start(run, epoch)
-        began = time.perf_counter()
-        loss_sum, count, records = 0.0, 0, {}
-        batches = loader.epoch(epoch, start_batch=start_batch)
-        for batch_no, batch in enumerate(_progress(batches, len(loader) - start_batch, f"epoch {epoch + 1}"), start_batch):
-            step = train_step(run, batch, epoch, batch_no)
-            loss_sum += step.loss.item() * step.size if step.loss is not None else 0.0
-            count += step.size
-            for name, (value, how) in step.records.items():
-                total, k, _ = records.get(name, (0.0, 0, how))
-                records[name] = (total + value, k + 1, how)
-        start_batch = 0
-        metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / max(count, 1)}
-        for name, (total, k, how) in records.items():
-            metrics[name] = total if how == "sum" else total / k
-        if (epoch + 1) % config.eval.every == 0 or epoch + 1 == config.epochs:
-            metrics.update(evaluate_run(run))
-        metrics["lr"] = run.optimizer.param_groups[0]["lr"]
-        metrics["seconds"] = round(time.perf_counter() - began, 3)
-        run.hooks.on_epoch_end(run, epoch, metrics)
-        history.append(metrics)
-        if run.is_main() and out is not None:
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(metrics) + "\n")
-            if metrics.get("robust_acc", -1.0) > best:
-                best = metrics["robust_acc"]
-                write_checkpoint(run, "best", epoch=epoch + 1, metrics=metrics)
-            write_checkpoint(run, "last", epoch=epoch + 1, metrics=metrics)
-        log(_summary(metrics, config.epochs))
-        if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < config.epochs:
-            return history
+    with StopOnSignal() as stop:
+        for epoch in range(start_epoch, config.epochs):
+            run.epoch = epoch
+            if start_batch == 0:
+                torch.manual_seed(epoch_seed(config.seed, epoch))
+            run.hooks.on_epoch_start(run, epoch)
+            totals = EpochTotals(**partial) if start_batch else EpochTotals()
+            began = time.perf_counter() - totals.seconds
+            batches = loader.epoch(epoch, start_batch=start_batch)
+            for batch_no, batch in enumerate(_progress(batches, len(loader) - start_batch, f"epoch {epoch + 1}"), start_batch):
+                try:
+                    step = train_step(run, batch, epoch, batch_no)
+                except TrainingError as exc:
+                    last = out / "checkpoints" / "last.json" if out is not None else None
+                    good = str(last) if last is not None and last.exists() else "none written yet"
+                    raise TrainingError(f"{exc}; last good checkpoint: {good}") from None
+                totals.add(step)
+                if stop.signal is not None:
+                    totals.seconds = time.perf_counter() - began
+                    write_checkpoint(run, "last", epoch=epoch, batch=batch_no + 1, partial=totals.__dict__)
+                    raise _interrupted(stop.signal, epoch, batch_no, out)
+            start_batch = 0
+            metrics: dict[str, Any] = {"epoch": epoch + 1, **totals.metrics()}
+            if (epoch + 1) % config.eval.every == 0 or epoch + 1 == config.epochs:
+                metrics.update(evaluate_run(run))
+            metrics["lr"] = run.optimizer.param_groups[0]["lr"]
+            metrics["seconds"] = round(time.perf_counter() - began, 3)
+            run.hooks.on_epoch_end(run, epoch, metrics)
+            history.append(metrics)
+            if run.is_main() and out is not None:
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+                if metrics.get("robust_acc", -1.0) > best:
+                    best = metrics["robust_acc"]
+                    write_checkpoint(run, "best", epoch=epoch + 1, metrics=metrics)
+                write_checkpoint(run, "last", epoch=epoch + 1, metrics=metrics)
+            log(_summary(metrics, config.epochs))
+            if stop.signal is not None and epoch + 1 < config.epochs:
+                raise _interrupted(stop.signal, epoch + 1, -1, out)
+            if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < config.epochs:
+                return history
     run.hooks.on_run_end(run, history[-1] if history else {})
     return history
+
+
+@dataclass
+class EpochTotals:
+    """Running sums of one epoch, saved with a mid-epoch checkpoint."""
+
+    loss_sum: float = 0.0
+    count: int = 0
+    records: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def add(self, step: Step) -> None:
+        if step.loss is not None:
+            self.loss_sum += step.loss.item() * step.size
+        self.count += step.size
+        for name, (value, how) in step.records.items():
+            total, k, _ = self.records.get(name, (0.0, 0, how))
+            self.records[name] = (total + value, k + 1, how)
+
+    def metrics(self) -> dict[str, float]:
+        out = {"train_loss": self.loss_sum / max(self.count, 1)}
+        for name, (total, k, how) in self.records.items():
+            out[name] = total if how == "sum" else total / k
+        return out
+
+
+class StopOnSignal:
+    """Turn the first SIGINT/SIGTERM into a request to stop after the current step.
+
+    A second signal interrupts at once (KeyboardInterrupt), as users expect of Ctrl-C.
+    Outside the main thread (e.g. under some test runners) nothing is installed.
+    """
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self._old: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+
+    def __enter__(self) -> "StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _interrupted(name: str, epoch: int, batch_no: int, out: Path | None) -> Interrupted:
+    where = f"epoch {epoch + 1}" + (f" batch {batch_no + 1}" if batch_no >= 0 else " start")
+    if out is None:
+        return Interrupted(f"stopped by {name} at {where}; no --out directory, so nothing was saved")
+    return Interrupted(f"stopped by {name} at {where}; checkpoint written to {out}/checkpoints/last.json; "
+                       f"resume with: advcore train --out {out} --resume (same plugins and config)")
+
+
+def _restore_latest(run: Run, out: Path, fallback: bool, log) -> tuple[int, int, dict]:
+    """Resume from ``last``; with ``fallback``, from ``previous`` when ``last`` is unusable."""
+    try:
+        return restore_checkpoint(run, out / "checkpoints" / "last")
+    except CheckpointError as exc:
+        previous = out / "checkpoints" / "previous.json"
+        if "trained with plugins" in str(exc) or not previous.exists():
+            raise
+        if not fallback:
+            raise CheckpointError(f"{exc}; or pass --fallback to resume from {previous}") from None
+        log(f"advcore: {exc}; falling back to {previous}")
+        return restore_checkpoint(run, previous)
 
 
 def _read_metrics(out: Path, upto: int) -> list[dict[str, Any]]:

@@ -50,3 +50,16 @@ def advcore_after_step(run, step):
         return
     stepped = project(adv.detach() + step.eps.view(-1, 1, 1, 1) * adv.grad.sign(), step.x, step.eps)
     run.stash[NAME] = (stepped - step.x).detach()
+
+
+@hookimpl
+def advcore_state_dict(run):
+    delta = run.stash.get(NAME)
+    return None if delta is None else {NAME: {"tensors": {"delta": delta}}}
+
+
+@hookimpl
+def advcore_load_state_dict(run, state):
+    delta = state.get(NAME, {}).get("tensors", {}).get("delta")
+    if delta is not None:
+        run.stash[NAME] = delta.to(run.device)

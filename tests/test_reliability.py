@@ -1,0 +1,130 @@
+"""Faults: signals, NaN, corrupt or unwritable checkpoints -- nothing lost, nothing silent."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from advcore import checkpoint as ckpt
+from advcore import hookimpl
+from advcore.errors import CheckpointError, TrainingError
+from advcore.plugins import Installed, resolve
+from advcore.testing import tiny_config
+from advcore.trainer import train
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ARGS = ["--plugin", "trades", "--plugin", "test-killer", "--epochs", "3", "--subset", "256", "--seed", "3",
+        "--set", "deterministic=true", "--set", "attack.steps=2", "--set", "model.width=8",
+        "--set", "data.batch_size=32", "--set", "eval.n=64", "--set", "eval.pgd_steps=3", "--set", "model.arch=small-cnn"]
+
+
+def advcore(*args, kill_at=None):
+    env = dict(os.environ, ADVCORE_PROGRESS="0", PYTHONPATH=f"{FIXTURES}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    env.pop("ADVCORE_TEST_KILL_AT", None)
+    if kill_at:
+        env["ADVCORE_TEST_KILL_AT"] = kill_at
+    return subprocess.run([sys.executable, "-m", "advcore", *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def tensors(out):
+    _, t = ckpt.load_checkpoint(out)
+    return {k: v for k, v in t.items() if not k.startswith("rng.cuda")}
+
+
+def test_sigterm_mid_epoch_checkpoints_and_resume_is_bitwise_equal(tmp_path):
+    full, split = tmp_path / "full", tmp_path / "split"
+    assert advcore("train", *ARGS, "--out", str(full)).returncode == 0
+    stopped = advcore("train", *ARGS, "--out", str(split), kill_at="1:3")
+    assert stopped.returncode == 130
+    message = stopped.stderr.strip().splitlines()
+    assert len(message) == 1 and "stopped by SIGTERM at epoch 2 batch 4" in message[0]
+    assert f"advcore train --out {split} --resume" in message[0]
+    manifest = json.loads((split / "checkpoints" / "last.json").read_text())
+    assert (manifest["epoch"], manifest["batch"]) == (1, 4)
+    resumed = advcore("train", *ARGS, "--out", str(split), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = tensors(full), tensors(split)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    metrics = lambda d: [{k: v for k, v in json.loads(l).items() if k != "seconds"}  # noqa: E731
+                         for l in (d / "metrics.jsonl").read_text().splitlines()]
+    assert metrics(full) == metrics(split)
+
+
+def test_ctrl_c_from_outside_writes_a_checkpoint_and_says_how_to_resume(tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, ADVCORE_PROGRESS="0")
+    proc = subprocess.Popen([sys.executable, "-m", "advcore", "train", "--plugin", "pgd-at", "--epochs", "200",
+                             "--subset", "128", "--set", "model.width=4", "--set", "attack.steps=1",
+                             "--set", "eval.n=32", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "stopped by SIGINT" in err and "--resume" in err and "Traceback" not in err
+    manifest, _ = ckpt.load_checkpoint(out)
+    assert manifest["epoch"] >= 1
+
+
+class NaNTerm:
+    @hookimpl
+    def advcore_loss_terms(self, step):
+        if step.batch == 2:
+            return [step.term("exploding", torch.full((step.size,), float("nan")))]
+
+
+def test_nan_loss_stops_naming_step_terms_and_last_good_checkpoint(tmp_path):
+    config = tiny_config(["pgd-at"], epochs=2)
+    plugins = resolve(["pgd-at"]) + [Installed("nan", "tests", "0", module=NaNTerm())]
+    from advcore import trainer
+    original = trainer.build_run
+    trainer.build_run = lambda cfg, out, **kw: original(cfg, out, plugins=plugins, **{k: v for k, v in kw.items() if k != "plugins"})
+    try:
+        with pytest.raises(TrainingError) as err:
+            train(config, tmp_path, log=lambda _: None)
+    finally:
+        trainer.build_run = original
+    message = str(err.value)
+    assert "loss became nan at epoch 0 batch 2" in message
+    assert "exploding=nan" in message and "ce_adv=" in message
+    assert "last good checkpoint: none written yet" in message and "\n" not in message
+
+
+def test_disk_full_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    train(tiny_config(["standard"], epochs=1), tmp_path, log=lambda _: None)
+    before = tensors(tmp_path)
+
+    def full_disk(tensors, path):
+        Path(path).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt, "save_file", full_disk)
+    with pytest.raises(CheckpointError, match="No space left on device; the previous checkpoint was kept"):
+        ckpt.save_checkpoint(tmp_path / "checkpoints" / "last", {"x": torch.zeros(1)}, {"epoch": 9})
+    after = tensors(tmp_path)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+
+
+def test_corrupt_last_checkpoint_falls_back_to_previous_when_asked(tmp_path):
+    config = tiny_config(["standard"], epochs=3)
+    train(config, tmp_path, log=lambda _: None, stop_after=2)
+    manifest = json.loads((tmp_path / "checkpoints" / "last.json").read_text())
+    (tmp_path / "checkpoints" / manifest["tensors_file"]).write_bytes(b"truncated")
+    with pytest.raises(CheckpointError, match="corrupt or truncated.*pass --fallback"):
+        train(config, tmp_path, resume=True, log=lambda _: None)
+    lines = []
+    history = train(config, tmp_path, resume=True, fallback=True, log=lines.append)
+    assert any("falling back" in line for line in lines)
+    assert [m["epoch"] for m in history] == [1, 2, 3]  # epoch 2 is redone from the epoch-1 checkpoint
