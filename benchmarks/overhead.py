@@ -1,125 +1,207 @@
 """advcore vs a same-math hand-written loop, in one process, on the same data and model.
 
-    python benchmarks/overhead.py [--methods pgd-at,trades] [--dataset digits] [--batch-size 128]
-                                  [--device cpu] [--batches 20] [--repeats 3]
+    python benchmarks/overhead.py [--methods pgd-at,trades,hat,raat,iaat,fast-atta]
+        [--options channels_last,bf16,compile,on_device] [--dataset digits] [--arch small-cnn]
+        [--batch-size 128] [--batches 8] [--steps 10] [--repeats 3] [--device cpu|cuda]
 
 Prints one line per method: ``METHOD advcore_img_s=X handwritten_img_s=Y ratio=Z`` where
-ratio = advcore / hand-written throughput (>= 1.0 means advcore is no slower). Both loops
-use the same batches, the same initial weights, the same attack (PGD-K in eval mode, as the
-objectives' defaults) and the same optimizer; timings alternate between the two and the
-best of ``--repeats`` is kept, so machine noise hits both alike.
+ratio = advcore / hand-written throughput (>= 1.0: advcore is no slower), then one line per
+speed option on pgd-at, ``pgd-at+OPTION ... speedup=S`` with S = advcore with the option /
+advcore without it (the hand-written loop gets the same option). Lines starting with ``#``
+are notes: the device, each method's ``epoch_s`` (``--epoch-size`` images at advcore's
+rate, evaluation excluded), a plugin that is not installed, an option that does not apply.
+
+Both loops start from the same weights, take the same batches from advcore's loader
+(gathering and conversion included in the timing) and use the same optimizer; the
+hand-written steps (benchmarks/handwritten.py) implement each plugin's default options.
+The two alternate batch by batch (each step timed on its own, after a synchronize on CUDA)
+and the best of ``--repeats`` rounds is kept for each. On the CPU the
+clock is the process's CPU time (``--clock cpu``, one thread by default), which a shared,
+busy machine disturbs far less than wall time; on CUDA it is wall time after a synchronize.
+``--dataset synthetic-cifar`` times CIFAR-shaped random images when CIFAR-10 is not on disk.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import sys
 import time
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from advcore.testing import tiny_config
-from advcore.trainer import build_run, train_step
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from handwritten import LOOPS, Context  # noqa: E402
 
-def handwritten_pgd_at(model, opt, x, y, eps, alpha, steps):
-    model.eval()
-    delta = (torch.rand_like(x) * 2 - 1) * eps
-    x_adv = (x + delta).clamp(0, 1)
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        loss = F.cross_entropy(model(x_adv), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x_adv)
-        x_adv = torch.min(torch.max(x_adv.detach() + alpha * grad.sign(), x - eps), x + eps).clamp(0, 1)
-    model.train()
-    loss = F.cross_entropy(model(x_adv), y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+from advcore.plugins import installed_plugins  # noqa: E402
+from advcore.speed import Forward  # noqa: E402
+from advcore.testing import tiny_config  # noqa: E402
+from advcore.trainer import build_run, train_step, write_checkpoint  # noqa: E402
+
+METHODS = ("pgd-at", "trades", "hat", "raat", "iaat", "fast-atta")
+OPTIONS = ("channels_last", "bf16", "compile", "on_device")
+SPEED = {"channels_last": {"speed": {"channels_last": True}}, "bf16": {"speed": {"autocast": "bf16"}},
+         "compile": {"speed": {"compile": True}}, "on_device": {"data": {"on_device": True}}}
 
 
-def handwritten_trades(model, opt, x, y, eps, alpha, steps, beta=6.0):
-    model.eval()
-    with torch.no_grad():
-        p_clean = F.softmax(model(x), dim=1)
-    x_adv = x + 0.001 * torch.randn_like(x)
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        loss = F.kl_div(F.log_softmax(model(x_adv), 1), p_clean, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x_adv)
-        x_adv = torch.min(torch.max(x_adv.detach() + alpha * grad.sign(), x - eps), x + eps).clamp(0, 1)
-    model.train()
-    logits = model(x)
-    loss = F.cross_entropy(logits, y) + beta * F.kl_div(F.log_softmax(model(x_adv), 1), F.softmax(logits, 1),
-                                                        reduction="batchmean")
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+def synthetic_cifar() -> None:
+    """Replace the dataset loader with 50,000 random CIFAR-shaped images (speed only, no accuracy)."""
+    import advcore.trainer as trainer
+    from advcore.data import Dataset, DatasetInfo
+
+    def load(name, **kwargs):
+        g = torch.Generator().manual_seed(0)
+        make = lambda n: Dataset(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),  # noqa: E731
+                                 torch.randint(0, 10, (n,), generator=g), 10, "synthetic-cifar")
+        return make(50_000), make(1_000), DatasetInfo("synthetic-cifar", 10, 3, 32, 8 / 255, 4, True)
+
+    trainer.load_dataset = load
 
 
-HANDWRITTEN = {"pgd-at": handwritten_pgd_at, "trades": handwritten_trades}
+def build(method: str, option: str | None, args, std_checkpoint: str | None):
+    options = {"hat": {"std_checkpoint": std_checkpoint}} if method == "hat" else {}
+    dataset = "cifar10" if args.dataset == "synthetic-cifar" else args.dataset
+    sections = {"data": {"dataset": dataset, "batch_size": args.batch_size, "subset": None, "augment": False},
+                "model": {"arch": args.arch, "width": args.width if args.arch == "small-cnn" else None},
+                "attack": {"steps": args.steps}, "optim": {"schedule": "constant", "lr": 0.01}}
+    for key, value in SPEED.get(option, {}).items():
+        sections[key] = {**sections.get(key, {}), **value}
+    run, loader = build_run(tiny_config([method], options, epochs=1, device=args.device, **sections), None)
+    run.hooks.on_run_start(run)
+    if method == "iaat":  # time the search phase (after warm-up), radii at the warm-up eps as it leaves them
+        run.state.tensor("iaat.radius").fill_(run.eps)
+    return run, loader
 
 
-def sync(device):
+def handwritten_forward(model: torch.nn.Module, option: str | None):
+    if option == "channels_last":
+        return Forward(model, channels_last=True, autocast="off")
+    if option == "bf16":
+        return Forward(model, channels_last=False, autocast="bf16")
+    if option == "compile":
+        return torch.compile(model)
+    return model
+
+
+def std_network(args) -> str | None:
+    """An (untrained) standard network checkpoint for HAT's helper labels: its cost, not its accuracy, matters."""
+    import tempfile
+
+    out = Path(tempfile.mkdtemp(prefix="advcore-bench-"))
+    dataset = "cifar10" if args.dataset == "synthetic-cifar" else args.dataset
+    model = {"arch": args.arch, "width": args.width if args.arch == "small-cnn" else None}
+    config = tiny_config(["standard"], device=args.device, data={"dataset": dataset, "subset": None}, model=model)
+    run, _ = build_run(config, out)
+    write_checkpoint(run, "last", epoch=1)
+    return str(out / "checkpoints" / "last")
+
+
+def clock(device: torch.device, kind: str) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
+    return time.process_time() if kind == "cpu" else time.perf_counter()
 
 
-def bench(method: str, args) -> tuple[float, float]:
-    config = tiny_config([method], epochs=1, device=args.device,
-                         data={"dataset": args.dataset, "batch_size": args.batch_size, "subset": None,
-                               "augment": False},
-                         model={"arch": args.arch, "width": args.width}, attack={"steps": args.steps},
-                         optim={"schedule": "constant", "lr": 0.01})
-    run, loader = build_run(config, None)
-    run.hooks.on_run_start(run)
-    batches = [b for _, b in zip(range(args.batches), loader.epoch(0))]
-    model_ref = copy.deepcopy(run.model)
-    opt_ref = torch.optim.SGD(model_ref.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    hand = HANDWRITTEN[method]
-    images = sum(b.y.shape[0] for b in batches)
+def bench(method: str, option: str | None, args, std: str | None) -> tuple[float, float]:
+    run, loader = build(method, option, args, std)
+    epoch = run.options["iaat"].warmup if method == "iaat" else 0
+    model = copy.deepcopy(run.model)  # same initial weights
+    images = run.train_set.images if option == "on_device" else run.train_set.images.cpu()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    ctx = Context(model=model, forward=handwritten_forward(model, option), opt=opt, eps=run.eps,
+                  alpha=run.step_size, steps=args.steps, num_samples=len(run.train_set),
+                  image_shape=tuple(run.train_set.images.shape[1:]), device=run.device,
+                  std=run.stash["hat"].std if method == "hat" else None)
+    if option == "channels_last":
+        model.to(memory_format=torch.channels_last)
+    hand = LOOPS[method](ctx)
+    indices = [b.index.cpu() for _, b in zip(range(args.batches), loader.epoch(0))]
+    labels = run.train_set.labels.to(run.device)
+    count = sum(i.numel() for i in indices)
 
-    def time_advcore():
-        sync(run.device)
-        began = time.perf_counter()
-        for i, b in enumerate(batches):
-            train_step(run, b, 0, i)
-        sync(run.device)
-        return images / (time.perf_counter() - began)
+    def advcore_step(i: int, batches) -> None:
+        train_step(run, next(batches), epoch, i)
 
-    def time_hand():
-        sync(run.device)
-        began = time.perf_counter()
-        for b in batches:
-            hand(model_ref, opt_ref, b.x, b.y, run.eps, run.step_size, args.steps)
-        sync(run.device)
-        return images / (time.perf_counter() - began)
+    def hand_step(i: int, _) -> None:
+        if i == 0:  # an epoch's shuffle, as advcore's loader draws when its first batch is taken
+            torch.randperm(len(run.train_set), generator=torch.Generator().manual_seed(i))
+        index = indices[i]
+        x = images[index.to(images.device)].to(run.device, non_blocking=True).float().div_(255)
+        hand(x, labels[index.to(labels.device)], index.to(run.device))
 
-    train_step(run, batches[0], 0, 0)  # warm-up both
-    hand(model_ref, opt_ref, batches[0].x, batches[0].y, run.eps, run.step_size, args.steps)
-    ours, theirs = 0.0, 0.0
+    def one_round() -> tuple[float, float]:
+        """Both loops over the same batches, interleaved batch by batch (ABBA order), so a
+        change in the machine's load hits both alike; returns their images/s."""
+        spent = {advcore_step: 0.0, hand_step: 0.0}
+        batches = iter(loader.epoch(0))
+        for i in range(len(indices)):
+            for fn in ((advcore_step, hand_step) if i % 2 == 0 else (hand_step, advcore_step)):
+                began = clock(run.device, args.clock)
+                fn(i, batches)
+                spent[fn] += clock(run.device, args.clock) - began
+        return count / spent[advcore_step], count / spent[hand_step]
+
+    first = next(iter(loader.epoch(0)))
+    train_step(run, first, epoch, 0)  # warm-up (and compilation) outside the timing
+    hand(first.x, first.y, first.index)
+    ours = theirs = 0.0
     for _ in range(args.repeats):
-        ours = max(ours, time_advcore())
-        theirs = max(theirs, time_hand())
+        a, b = one_round()
+        ours, theirs = max(ours, a), max(theirs, b)
     return ours, theirs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", default="pgd-at,trades")
-    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--options", default=",".join(OPTIONS), help="speed options timed on pgd-at ('' for none)")
+    parser.add_argument("--dataset", default="digits", help="an advcore dataset or synthetic-cifar")
     parser.add_argument("--arch", default="small-cnn")
-    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--width", type=int, default=32, help="small-cnn width")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--batches", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batches", type=int, default=8, help="batches per timing")
+    parser.add_argument("--steps", type=int, default=10, help="attack steps K")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default=None,
+                        help="cpu: process CPU time (default on the CPU); wall: elapsed time (default on CUDA)")
+    parser.add_argument("--epoch-size", type=int, default=50_000, help="images per epoch for the epoch_s note")
     args = parser.parse_args()
-    for method in args.methods.split(","):
-        ours, theirs = bench(method, args)
+    device = torch.device(args.device)
+    args.clock = args.clock or ("wall" if device.type == "cuda" else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    if args.dataset == "synthetic-cifar":
+        synthetic_cifar()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        print(f"# device {torch.cuda.get_device_name(device)}, clock {args.clock}", flush=True)
+    else:
+        print(f"# device cpu, {args.threads} thread(s), clock {args.clock}", flush=True)
+    installed = installed_plugins()
+    std = std_network(args) if "hat" in args.methods.split(",") and "hat" in installed else None
+    eager = {}
+    for method in [m for m in args.methods.split(",") if m]:
+        if method not in installed:
+            print(f"# {method} skipped: plugin not installed", flush=True)
+            continue
+        ours, theirs = bench(method, None, args, std)
+        eager[method] = ours
         print(f"{method} advcore_img_s={ours:.1f} handwritten_img_s={theirs:.1f} ratio={ours / theirs:.3f}", flush=True)
+        print(f"# {method} epoch_s={args.epoch_size / ours:.1f} ({args.epoch_size} images)", flush=True)
+    for option in [o for o in args.options.split(",") if o]:
+        if option not in OPTIONS:
+            parser.error(f"--options: unknown option {option!r}; choose from {', '.join(OPTIONS)}")
+        if option == "on_device" and device.type == "cpu":
+            print("# pgd-at+on_device skipped: on the CPU the data already lives on the device", flush=True)
+            continue
+        base = eager.get("pgd-at") or bench("pgd-at", None, args, std)[0]
+        ours, theirs = bench("pgd-at", option, args, std)
+        print(f"pgd-at+{option} advcore_img_s={ours:.1f} handwritten_img_s={theirs:.1f} ratio={ours / theirs:.3f} "
+              f"speedup={ours / base:.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ def train(
     init_from: Optional[str] = typer.Option(None, help="start from this checkpoint's model weights"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
     fallback: bool = typer.Option(False, "--fallback", help="with --resume: use the previous checkpoint if the last is corrupt"),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="also write the metrics for TensorBoard to OUT/tensorboard"),
 ) -> None:
     """Train a model with the given plugins; prints clean and robust accuracy per epoch."""
     from .trainer import train as run_training
@@ -52,8 +53,9 @@ def train(
                   **{"data.dataset": dataset, "data.data_dir": data_dir, "data.subset": subset})
     if resume and out is None:
         raise AdvcoreError("--resume needs --out DIR, the run directory to continue")
-    history = run_training(cfg, out, resume=resume, fallback=fallback, log=lambda line: typer.echo(line))
-    if history:
+    history = run_training(cfg, out, resume=resume, fallback=fallback, tensorboard=tensorboard,
+                           log=lambda line: typer.echo(line))
+    if history and os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         last = history[-1]
         typer.echo(f"final: clean_acc={last.get('clean_acc', float('nan')):.4f} "
                    f"robust_acc={last.get('robust_acc', float('nan')):.4f}")
@@ -230,10 +232,9 @@ def plot_sweep_cmd(
 
 
 def _label(path: Path) -> str:
-    path = Path(path)
-    if path.suffix == ".json" and path.parent.name == "checkpoints":
-        return f"{path.parent.parent.name}/{path.stem}"
-    return path.stem if path.suffix else path.name
+    from .evaluate import source_label
+
+    return source_label(path)
 
 
 @app.command()
@@ -323,17 +324,37 @@ def plan(
     order = Hooks(build_manager(chosen)).order()
     roles = {role: p.name for p in chosen for role in p.info.roles}
     added = [p.name for p in chosen if p.name not in cfg.plugins]
+    step_hooks = ["advcore_select_samples", "advcore_attack_objective", "advcore_generate_adversarial",
+                  "advcore_derive_examples", "advcore_adapt_targets", "advcore_update", "advcore_loss_terms",
+                  "advcore_adjust_logits", "advcore_sample_weights", "advcore_after_step"]
+    per_step = {h: order[h] for h in step_hooks if order.get(h)}
+    lifecycle = {h: v for h, v in order.items() if v and h not in step_hooks and h != "advcore_plugin_info"}
     result = {"plugins": [p.name for p in chosen], "defaults_added": added, "roles": roles,
-              "hooks": {k: v for k, v in order.items() if v}}
+              "hooks": {**per_step, **lifecycle}, "per_step": list(per_step), "lifecycle": list(lifecycle)}
     if as_json:
         typer.echo(json.dumps(result, indent=1))
         return
     typer.echo(f"plugins: {', '.join(result['plugins'])}" + (f"  (defaults added: {', '.join(added)})" if added else ""))
     for role, name in roles.items():
         typer.echo(f"  {role:<10} {name}")
-    typer.echo("per step:")
-    for hook, impls in result["hooks"].items():
-        typer.echo(f"  {hook.removeprefix('advcore_'):<22} {' -> '.join(impls)}")
+    for title, hooks in (("per step, in order:", per_step), ("lifecycle:", lifecycle)):
+        typer.echo(title)
+        for hook, impls in hooks.items():
+            indent = "      " if hook in ("advcore_loss_terms", "advcore_adjust_logits", "advcore_sample_weights") else "  "
+            typer.echo(f"{indent}{hook.removeprefix('advcore_'):<22} {' -> '.join(impls)}")
+
+
+@app.command("new-plugin")
+def new_plugin(
+    name: str = typer.Argument(..., help="the plugin's name (--plugin NAME): lowercase letters, digits, hyphens"),
+    directory: Path = typer.Option(Path("."), "--dir", "-d", help="folder in which to create advcore-NAME/"),
+) -> None:
+    """Write a new plugin package: pyproject with the entry point, options, hook stubs, README, tests."""
+    from .scaffold import new_plugin as write_package
+
+    root = write_package(name, directory)
+    typer.echo(f"created {root}")
+    typer.echo(f"next: pip install -e {root} && pytest {root / 'tests'} && advcore plugins")
 
 
 # --- analyze (instance difficulty, generalization gap) -----------------------------------

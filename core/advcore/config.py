@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -30,11 +30,33 @@ class DataConfig(_Section):
     dataset: Literal["digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "svhn", "folder"] = "digits"
     data_dir: str | None = Field(None, description="folder with the dataset files")
     download: bool = Field(False, description="let torchvision download CIFAR/SVHN")
-    subset: int | None = Field(None, ge=1, description="first N training samples, class-balanced")
+    subset: int | str | None = Field(
+        None, description="first N training samples, class-balanced; or easiest:N, hardest:N, random:N "
+                          "(class-balanced by instance difficulty, see data.difficulty_file)")
+    difficulty_file: str | None = Field(None, description="CSV from 'advcore analyze difficulty' ranking easiest:N/hardest:N")
     batch_size: int = Field(128, ge=1)
     eval_batch_size: int = Field(256, ge=1)
     augment: bool = Field(True, description="random crop with padding and horizontal flip")
     extra: str | None = Field(None, description=".npz with images and pseudo-labels mixed into each batch")
+    on_device: bool | Literal["auto"] = Field(
+        "auto", description="keep the uint8 training set on the device (crop/flip run there too); "
+                            "auto = on CUDA when it is under 2 GiB")
+
+    @field_validator("on_device", mode="before")
+    @classmethod
+    def _on_device(cls, value: Any) -> bool | str:
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if value not in (True, False, "auto"):
+            raise ValueError(f"invalid value {value!r} (allowed: true, false, auto)")
+        return value
+
+    @field_validator("subset", mode="before")
+    @classmethod
+    def _subset_spec(cls, value: Any) -> int | str | None:
+        from .difficulty import parse_subset
+
+        return parse_subset(value)
 
 
 class ModelConfig(_Section):
@@ -70,6 +92,33 @@ class EvalConfig(_Section):
     every: int = Field(1, ge=1, description="evaluate every N epochs (and always at the end)")
 
 
+class EmaConfig(_Section):
+    """Exponential moving average of the weights, saved as ema.* tensors and evaluated each epoch."""
+
+    decay: float | None = Field(None, gt=0, lt=1, description="EMA decay, e.g. 0.999; None turns EMA off")
+    warmup: bool = Field(True, description="use min(decay, (1+t)/(10+t)) so early averages forget the init")
+
+
+class SpeedConfig(_Section):
+    """Execution options that change how fast a step runs, not what it computes (see docs/performance.md)."""
+
+    channels_last: bool = Field(False, description="channels-last memory format for the model and its inputs")
+    autocast: Literal["off", "bf16"] = Field("off", description="bf16 autocast of attack and training forwards "
+                                                                "(logits and losses stay float32)")
+    compile: bool = Field(False, description="torch.compile the model used by attack and training passes")
+    compile_backend: str = Field("inductor", description="torch.compile backend (inductor; aot_eager for debugging)")
+
+    @field_validator("compile_backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        import torch._dynamo
+
+        known = [*torch._dynamo.list_backends(), "eager", "aot_eager"]
+        if value not in known:
+            raise ValueError(f"unknown torch.compile backend {value!r} (allowed: {', '.join(sorted(known))})")
+        return value
+
+
 class RunConfig(_Section):
     plugins: list[str] = Field(default_factory=list)
     options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-plugin options")
@@ -83,6 +132,8 @@ class RunConfig(_Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     attack: AttackConfig = Field(default_factory=AttackConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    ema: EmaConfig = Field(default_factory=EmaConfig)
+    speed: SpeedConfig = Field(default_factory=SpeedConfig)
 
     @model_validator(mode="after")
     def _milestones_inside_run(self) -> "RunConfig":
@@ -106,6 +157,8 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
         elif err["type"] == "literal_error":
             allowed = err.get("ctx", {}).get("expected", "")
             msg = f"invalid value {err['input']!r} (allowed: {allowed})"
+        elif err["type"] == "value_error":
+            msg = str(err.get("ctx", {}).get("error", msg))
         elif "input" in err and err["type"] not in ("missing",):
             msg = f"{msg} (got {err['input']!r})"
         lines.append(f"{key}: {msg}" if key else msg)

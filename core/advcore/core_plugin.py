@@ -8,22 +8,40 @@ from __future__ import annotations
 
 import torch
 
+from .attacks import set_mode
 from .hookspecs import hookimpl
 from .step import LossTerm, Step
 
 
-def reduce_terms(terms: list[LossTerm], weights: torch.Tensor | None) -> torch.Tensor:
-    """sum_t weight_t * sum_i w_i l_ti / sum_i w_i, each term over its own mask."""
-    total = None
+def reduce_terms(terms: list[LossTerm], weights: torch.Tensor | None, world_size: int = 1) -> torch.Tensor:
+    """sum_t weight_t * sum_i w_i l_ti / sum_i w_i, each term over its own mask.
+
+    A term whose weights are all zero contributes 0 (still attached to the graph). With
+    ``world_size`` > 1 processes the sums over i run over the *global* batch: each rank
+    divides its share by the rank-average denominator, and DDP averages the gradients.
+    """
+    if not terms:
+        raise RuntimeError("no plugin contributed a loss term")
+    if world_size == 1 and weights is None and all(t.mask is None for t in terms):  # plain means
+        total = terms[0].weight * terms[0].values.mean()
+        for term in terms[1:]:
+            total = total + term.weight * term.values.mean()
+        return total
+    ws = []
     for term in terms:
         w = torch.ones_like(term.values) if weights is None else weights.to(term.values.dtype)
         if term.mask is not None:
             w = w * term.mask.to(w.dtype)
-        denom = w.sum()
-        value = (w * term.values).sum() / denom.clamp_min(1e-12) if denom > 0 else term.values.sum() * 0.0
-        total = term.weight * value if total is None else total + term.weight * value
-    if total is None:
-        raise RuntimeError("no plugin contributed a loss term")
+        ws.append(w)
+    denoms = torch.stack([w.sum() for w in ws])
+    if world_size > 1:
+        from .distributed import global_sums
+
+        denoms = global_sums(denoms) / world_size
+    total = None
+    for term, w, denom in zip(terms, ws, denoms):
+        value = term.weight * ((w * term.values).sum() / denom.clamp_min(1e-12))  # no host sync on the GPU
+        total = value if total is None else total + value
     return total
 
 
@@ -31,13 +49,13 @@ def compose_loss(run, step: Step) -> torch.Tensor:
     """Collect the loss terms and sample weights for ``step`` and reduce them to a scalar."""
     step.terms = run.hooks.loss_terms(run, step)
     step.weights = run.hooks.sample_weights(run, step)
-    step.loss = reduce_terms(step.terms, step.weights)
+    step.loss = reduce_terms(step.terms, step.weights, run.world_size)
     return step.loss
 
 
 @hookimpl(trylast=True)
 def advcore_update(run, step: Step) -> torch.Tensor:
-    step.model.train()
+    set_mode(step.model, True)
     loss = compose_loss(run, step)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()

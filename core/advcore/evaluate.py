@@ -1,28 +1,52 @@
-"""Evaluate a checkpoint: clean accuracy, PGD-k with restarts, AutoAttack (pyautoattack)."""
+"""Evaluate a model: clean accuracy, white-box and black-box attacks, AutoAttack, sanity checks.
+
+A model is an advcore checkpoint (run directory or manifest ``.json``; ``ema=True`` takes the
+averaged weights) or a plain state dict file given with its architecture and dataset. Results
+are one flat dict (``clean_acc`` and one ``<attack>_acc`` per attack), printable as JSON or
+as a Markdown table.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
 from . import checkpoint as ckpt
-from .attacks import model_mode, pgd_eval
 from .config import RunConfig, validate_options
-from .data import held_out_indices, load_dataset
+from .data import DatasetInfo, held_out_indices, load_dataset
+from .errors import CheckpointError, ConfigError
+from .eval_attacks import attack_flags, parse_attacks
+from .model_files import STATE_DICT_SUFFIXES, model_from_state_dict, read_state_dict
 from .plugins import Hooks, build_manager, resolve
-from .trainer import build_model_from_spec, load_model_tensors, resolve_device
+from .trainer import build_model_from_spec, info_stats, load_model_tensors, resolve_device
 
-__all__ = ["load_model", "run_attacks"]
+__all__ = ["EvalTarget", "load_model", "load_target", "eval_data", "run_attacks", "evaluate_checkpoint",
+           "markdown_table", "format_result", "read_result", "source_label"]
 
 
-def load_model(path: str | Path, device: str = "auto") -> tuple[torch.nn.Module, RunConfig, dict[str, Any]]:
+@dataclass
+class EvalTarget:
+    """A model ready to evaluate plus what is needed to find its test data."""
+
+    model: torch.nn.Module
+    dataset: str
+    data_dir: str | None
+    seed: int
+    eps: float | None
+    source: str
+    run_dir: Path | None = None
+
+
+def load_model(path: str | Path, device: str = "auto", *, ema: bool = False
+               ) -> tuple[torch.nn.Module, RunConfig, dict[str, Any]]:
     """Rebuild a checkpoint's model, with the plugins it was trained with configuring it.
 
     A model whose head was swapped by a plugin (HE) therefore evaluates with that head and
-    no plugin flags.
+    no plugin flags. ``ema=True`` loads the exponential moving average of the weights.
     """
     manifest, tensors = ckpt.load_checkpoint(path)
     config = RunConfig.model_validate(manifest["config"])
@@ -34,55 +58,181 @@ def load_model(path: str | Path, device: str = "auto") -> tuple[torch.nn.Module,
     context = SimpleNamespace(config=config, options=options, device=dev, plugins=plugins, hooks=hooks,
                               info=None, stash={}, evaluation=True)
     hooks.configure_model(context, model)
+    if ema:
+        if not any(k.startswith("ema.") for k in tensors):
+            raise CheckpointError(f"checkpoint {path} holds no EMA weights; train with --set ema.decay=0.999 "
+                                  f"or evaluate without --ema")
+        tensors = {"model." + k[len("ema."):]: v for k, v in tensors.items()
+                   if k.startswith("ema.") and not k.startswith("ema._")}
     load_model_tensors(model, tensors, path)
     return model.to(dev).eval(), config, manifest
 
 
-def run_attacks(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, attacks: list[str],
-                pgd_steps: int = 20, restarts: int = 1, step_size: float | None = None, batch_size: int = 256,
-                aa_version: str = "standard", seed: int = 0, progress=None) -> dict[str, float]:
-    """Accuracy under each attack on (x, y); keys: clean_acc and ``<attack>_acc``."""
-    device = next(model.parameters()).device
-    x, y = x.to(device), y.to(device)
-    step_size = eps / 4 if step_size is None else step_size
-    results: dict[str, float] = {}
-    with model_mode(model, "eval"):
-        with torch.no_grad():
-            preds = torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(y), batch_size)])
-        results["clean_acc"] = (preds == y).float().mean().item()
-        for attack in attacks:
-            torch.manual_seed(seed)
-            if attack in ("pgd", "cw"):
-                correct = 0
-                for i in range(0, len(y), batch_size):
-                    adv = pgd_eval(model, x[i:i + batch_size], y[i:i + batch_size], eps=eps, step_size=step_size,
-                                   steps=pgd_steps, restarts=restarts, loss="ce" if attack == "pgd" else "cw")
-                    with torch.no_grad():
-                        correct += (model(adv).argmax(1) == y[i:i + batch_size]).sum().item()
-                results[f"{attack}{pgd_steps}_acc"] = correct / len(y)
-            elif attack == "autoattack":
-                from pyautoattack import AutoAttack
+def _is_state_dict_file(path: Path) -> bool:
+    return path.suffix in STATE_DICT_SUFFIXES and path.is_file()
 
-                aa = AutoAttack(model, eps=eps, norm="Linf", version=aa_version, device=str(device), seed=seed)
-                adv = aa.run_standard_evaluation(x, y, batch_size=batch_size)
-                x_adv = adv[0] if isinstance(adv, tuple) else adv
-                with torch.no_grad():
-                    pred = torch.cat([model(x_adv[i:i + batch_size]).argmax(1) for i in range(0, len(y), batch_size)])
-                results["autoattack_acc"] = (pred == y).float().mean().item()
-            else:
-                raise ValueError(f"unknown attack {attack!r}; choose from pgd, cw, autoattack")
+
+def load_target(path: str | Path, *, device: str = "auto", ema: bool = False, arch: str | None = None,
+                dataset: str | None = None, data_dir: str | None = None, width: int | None = None,
+                normalize: bool = False) -> EvalTarget:
+    """An advcore checkpoint, or a state dict file (``.safetensors``/``.pt``) with ``arch`` and ``dataset``."""
+    path = Path(path)
+    if not _is_state_dict_file(path):
+        model, config, _ = load_model(path, device, ema=ema)
+        manifest_path = ckpt.checkpoint_paths(path)
+        run_dir = manifest_path.parent.parent if manifest_path.parent.name == "checkpoints" else None
+        return EvalTarget(model, dataset or config.data.dataset, data_dir or config.data.data_dir, config.seed,
+                          config.attack.eps, str(path), run_dir)
+    if ema:
+        raise ConfigError("--ema needs an advcore checkpoint (run directory or .json), not a state dict file")
+    if not arch or not dataset:
+        raise ConfigError(f"{path.name} is a plain state dict: pass --arch (e.g. wrn-28-10) and --dataset "
+                          f"(e.g. cifar10) so the model can be built")
+    _, _, info = load_dataset(dataset, data_dir=data_dir)
+    mean, std = info_stats(info) if normalize else (None, None)
+    model = model_from_state_dict(read_state_dict(path), arch=arch, num_classes=info.num_classes,
+                                  in_channels=info.channels, image_size=info.size, width=width, mean=mean, std=std,
+                                  source=str(path))
+    return EvalTarget(model.to(resolve_device(device)).eval(), dataset, data_dir, 0, None, str(path))
+
+
+def eval_data(dataset: str, data_dir: str | None, n: int | None, seed: int
+              ) -> tuple[torch.Tensor, torch.Tensor, DatasetInfo]:
+    """A fixed random subset of the test split (the one training evaluated on, for the same seed)."""
+    _, test, info = load_dataset(dataset, data_dir=data_dir)
+    n = len(test) if n is None else min(n, len(test))
+    idx = held_out_indices(len(test), n, seed)
+    return test.images[idx].float() / 255, test.labels[idx], info
+
+
+def run_attacks(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, attacks: Iterable[str],
+                norm: str = "Linf", pgd_steps: int = 20, restarts: int = 1, step_size: float | None = None,
+                batch_size: int = 256, aa_version: str = "standard", aa_attacks: Iterable[str] | None = None,
+                square_queries: int = 5000, seed: int = 0, state_dir=None, progress: bool = True) -> dict[str, Any]:
+    """Accuracy under each attack on (x, y): ``clean_acc``, one ``<attack>_acc`` per attack and, with
+    several attacks, ``worst_case_acc`` (a sample counts only if it survives every attack)."""
+    specs = parse_attacks(attacks, pgd_steps=pgd_steps, restarts=restarts, square_queries=square_queries,
+                          aa_version=aa_version, aa_attacks=aa_attacks)
+    clean, flags, details = attack_flags(model, x, y, specs, eps=eps, norm=norm, step_size=step_size,
+                                         batch_size=batch_size, seed=seed, state_dir=state_dir, progress=progress)
+    results: dict[str, Any] = {"clean_acc": clean.float().mean().item()}
+    results.update({key: f.float().mean().item() for key, f in flags.items()})
+    if len(flags) > 1:
+        results["worst_case_acc"] = torch.stack(list(flags.values())).all(0).float().mean().item()
+    results.update(details)
     return results
 
 
-def evaluate_checkpoint(path: str | Path, *, attacks: list[str], n: int | None = None, eps: float | None = None,
-                        pgd_steps: int = 20, restarts: int = 1, device: str = "auto",
-                        aa_version: str = "standard", batch_size: int = 256) -> dict[str, Any]:
-    model, config, manifest = load_model(path, device)
-    _, test, info = load_dataset(config.data.dataset, data_dir=config.data.data_dir, download=config.data.download)
-    n = len(test) if n is None else min(n, len(test))
-    idx = held_out_indices(len(test), n, config.seed)
-    x = test.images[idx].float() / 255
-    eps = eps if eps is not None else (config.attack.eps or info.default_eps)
-    results = run_attacks(model, x, test.labels[idx], eps=eps, attacks=attacks, pgd_steps=pgd_steps,
-                          restarts=restarts, aa_version=aa_version, batch_size=batch_size, seed=config.seed)
-    return {"checkpoint": str(path), "n": n, "eps": eps, **results}
+def evaluate_checkpoint(path: str | Path, *, attacks: Iterable[str], n: int | None = None, eps: float | None = None,
+                        norm: str = "Linf", pgd_steps: int = 20, restarts: int = 1, step_size: float | None = None,
+                        device: str = "auto", aa_version: str = "standard", aa_attacks: Iterable[str] | None = None,
+                        square_queries: int = 5000, batch_size: int = 256, ema: bool = False,
+                        arch: str | None = None, dataset: str | None = None, data_dir: str | None = None,
+                        width: int | None = None, normalize: bool = False, checks: bool = False,
+                        surrogate: str | Path | None = None, corruptions: str | Path | None = None,
+                        out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Everything ``advcore eval`` prints, as one dict."""
+    loading = dict(device=device, arch=arch, dataset=dataset, data_dir=data_dir, width=width, normalize=normalize)
+    target = load_target(path, ema=ema, **loading)
+    x, y, info = eval_data(target.dataset, target.data_dir, n, target.seed)
+    eps = eps if eps is not None else (target.eps or info.default_eps)
+    state_dir = Path(out) if out else (target.run_dir / "eval" if target.run_dir else None)
+    result: dict[str, Any] = {"checkpoint": str(path), "weights": "ema" if ema else "model", "dataset": target.dataset,
+                              "n": int(y.shape[0]), "eps": eps, "norm": norm}
+    result.update(run_attacks(target.model, x, y, eps=eps, attacks=attacks, norm=norm, pgd_steps=pgd_steps,
+                              restarts=restarts, step_size=step_size, batch_size=batch_size, aa_version=aa_version,
+                              aa_attacks=aa_attacks, square_queries=square_queries, seed=target.seed,
+                              state_dir=state_dir, progress=progress))
+    if checks:
+        from .eval_checks import gradient_masking_checks, summarize_checks
+
+        surrogate_model = load_target(surrogate, **loading).model if surrogate else None
+        found = gradient_masking_checks(target.model, x, y, eps=eps, norm=norm, steps=pgd_steps,
+                                        step_size=step_size, surrogate=surrogate_model, batch_size=batch_size,
+                                        seed=target.seed, progress=progress)
+        result["checks"] = summarize_checks(found)
+    if corruptions:
+        from .corruptions import evaluate_corruptions
+
+        result["corruptions"] = evaluate_corruptions(target.model, corruptions, n=n, batch_size=batch_size,
+                                                     progress=progress)
+    return result
+
+
+def _fmt(value: Any) -> str:
+    return f"{100 * value:.2f}" if isinstance(value, float) else str(value)
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    """One row per result, one column per accuracy (in %), attacks in first-seen order."""
+    if not results:
+        raise ConfigError("no results to tabulate; pass eval JSON files")
+    columns: list[str] = []
+    for r in results:
+        columns += [k for k, v in r.items() if k.endswith("_acc") and isinstance(v, float) and k not in columns]
+    names = [k.removesuffix("_acc").replace("_", " ") for k in columns]
+    lines = ["| model | n | eps | " + " | ".join(names) + " |", "|---|---:|---:|" + "---:|" * len(columns)]
+    for r in results:
+        eps = r.get("eps")
+        eps_text = f"{eps:.4g}" + ("" if r.get("norm", "Linf") == "Linf" else f" ({r['norm']})") if eps else "-"
+        cells = [_fmt(r[c]) if c in r else "-" for c in columns]
+        label = r.get("label") or r.get("checkpoint", "?")
+        if r.get("weights") == "ema":
+            label += " (EMA)"
+        lines.append(f"| {label} | {r.get('n', '-')} | {eps_text} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """The plain-text form of an evaluation: one ``key value`` line each, checks as PASS/FAIL lines."""
+    lines = []
+    for key, value in result.items():
+        if key == "checks":
+            lines.append("checks (gradient masking):")
+            for r in value["results"]:
+                mark = "skip" if r["passed"] is None else "PASS" if r["passed"] else "FAIL"
+                lines.append(f"  {mark:<5} {r['name']:<17} {r['detail']}")
+        elif key == "corruptions":
+            lines.append(f"{'corruptions':>18}  mean {value['mean_acc']:.4f}")
+            lines += [f"{name:>18}  {v['mean']:.4f}  (" + " ".join(f"{v[str(s)]:.3f}" for s in range(1, 6)) + ")"
+                      for name, v in value.items() if name != "mean_acc"]
+        elif isinstance(value, dict):
+            lines.append(f"{key:>18}  " + "  ".join(f"{k} {v:.4f}" for k, v in value.items()))
+        else:
+            lines.append(f"{key:>18}  {value:.4f}" if isinstance(value, float) else f"{key:>18}  {value}")
+    return "\n".join(lines)
+
+
+def read_result(source: str | Path) -> dict[str, Any]:
+    """An eval result (JSON file, or RUN/eval/eval.json), else a run's last metrics record; with a ``label``."""
+    import json
+
+    path = Path(source)
+    label = source_label(path)
+    try:
+        if path.is_dir() and (path / "eval" / "eval.json").is_file():
+            result = json.loads((path / "eval" / "eval.json").read_text())
+        elif path.is_dir() and (path / "metrics.jsonl").is_file():
+            lines = [ln for ln in (path / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+            result = dict(json.loads(lines[-1]), checkpoint=str(path)) if lines else {}
+        elif path.is_file():
+            result = json.loads(path.read_text())
+            if isinstance(result, dict) and "tensors_file" in result:  # a checkpoint manifest
+                result = dict(result.get("metrics", {}), checkpoint=str(path))
+        else:
+            result = {}
+    except (OSError, ValueError):
+        raise ConfigError(f"{path} could not be read as JSON; pass eval JSON files or run directories") from None
+    if not isinstance(result, dict) or not any(k.endswith("_acc") for k in result):
+        raise ConfigError(f"{path} holds no accuracies; pass files from 'advcore eval --json' or run directories")
+    if "label" not in result:
+        result["label"] = source_label(result["checkpoint"]) if "checkpoint" in result else label
+    return result
+
+
+def source_label(path: str | Path) -> str:
+    """A short name for a model in tables and legends: the run directory's name (plus the checkpoint tag)."""
+    path = Path(path)
+    if path.suffix == ".json" and path.parent.name == "checkpoints":
+        return f"{path.parent.parent.name}/{path.stem}"
+    return path.stem if path.suffix else path.name

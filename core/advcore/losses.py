@@ -21,6 +21,14 @@ def kl_from_logits(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tens
 
 
 def js_divergence(p: torch.Tensor, q: torch.Tensor, floor: float = 1e-8) -> torch.Tensor:
-    """Jensen-Shannon divergence per sample between probability vectors p and q."""
+    """Jensen-Shannon divergence per sample between probability vectors p and q.
+
+    p log p is taken as p log max(p, tiny): the same value, but a probability that underflowed
+    to exactly 0 (a confident softmax) gets a finite gradient instead of NaN (xlogy's 0 * -inf).
+    """
     m = (0.5 * (p + q)).clamp_min(floor)
-    return 0.5 * ((torch.xlogy(p, p) - p * m.log()).sum(1) + (torch.xlogy(q, q) - q * m.log()).sum(1))
+
+    def plogp(v: torch.Tensor) -> torch.Tensor:
+        return v * v.clamp_min(torch.finfo(v.dtype).tiny).log()
+
+    return 0.5 * ((plogp(p) - p * m.log()).sum(1) + (plogp(q) - q * m.log()).sum(1))

@@ -71,7 +71,9 @@ class Step:
     ``examples`` holds named inputs: "clean" (always), "attack" (the base adversary's
     output, never altered) and "adv" (what the objective trains on; derived-example hooks
     may replace rows). ``targets`` maps example names to labels [B] or soft targets [B, K];
-    a missing name means the true labels ``y``.
+    a missing name means the true labels ``y``. ``model`` runs attacks and selection
+    passes; ``train_model`` (when set: the same parameters behind DDP or speed options)
+    runs the training forwards of ``logits``.
     """
 
     run: "Run"
@@ -96,6 +98,7 @@ class Step:
     weights: torch.Tensor | None = None
     loss: torch.Tensor | None = None
     records: dict[str, tuple[float, str]] = field(default_factory=dict)
+    train_model: torch.nn.Module | None = field(default=None, repr=False)
     _logits: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -118,7 +121,7 @@ class Step:
         key = id(x)
         cached = self._logits.get(key)
         if cached is None or cached[0] is not x:
-            cached = (x, self.model(x))
+            cached = (x, (self.model if self.train_model is None else self.train_model)(x))
             self._logits[key] = cached
         return cached[1]
 
@@ -149,6 +152,7 @@ class Step:
         """A shallow copy that runs ``model`` (e.g. AWP's proxy) with an empty logits cache."""
         clone = Step(**{k: getattr(self, k) for k in self.__dataclass_fields__ if k != "_logits"})
         clone.model = model
+        clone.train_model = None
         clone.examples = dict(self.examples)
         clone.targets = dict(self.targets)
         clone.terms = []

@@ -18,15 +18,19 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
-from .attacks import model_mode, pgd_eval
+from . import distributed
+from .attacks import model_mode, pgd_eval, set_mode
 from .config import RunConfig, validate_options
 from .data import Augment, Loader, held_out_indices, load_dataset
+from .ema import STASH_KEY as EMA_KEY, WeightAverage, ema_of, ema_tensors, load_ema, update_ema
 from .errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from .mixing import MixedLoader, training_data
 from .models import build_model
 from .plugins import Hooks, Installed, build_manager, resolve
 from .run import Run
+from .speed import place_dataset, step_models
 from .state import SampleState
+from .tensorboard_log import metrics_board, require_tensorboard
 from .step import Step
 
 __all__ = ["build_run", "train", "train_step", "evaluate", "resolve_device", "model_spec", "build_model_from_spec"]
@@ -131,6 +135,7 @@ def build_run(config: RunConfig, out: str | Path | None, *, rank: int = 0, world
     train_set, test_set, info = load_dataset(config.data.dataset, data_dir=config.data.data_dir,
                                              download=config.data.download)
     train_set, indices, extra_indices = training_data(config, train_set, info)  # data.subset / data.extra
+    train_set = place_dataset(train_set, device, config.data.on_device)  # once per run, not per batch
     model = build_model_from_spec(model_spec(config, info)).to(device)
     eps = config.attack.eps if config.attack.eps is not None else info.default_eps
     step_size = config.attack.step_size if config.attack.step_size is not None else eps / 4
@@ -145,6 +150,8 @@ def build_run(config: RunConfig, out: str | Path | None, *, rank: int = 0, world
         manifest, tensors = ckpt.load_checkpoint(config.init_from)
         load_model_tensors(model, tensors, config.init_from)
     run.optimizer = build_optimizer(config, model)
+    if config.ema.decay is not None:
+        run.stash[EMA_KEY] = WeightAverage(model, config.ema.decay, config.ema.warmup)
     run.views = hooks.data_views(run)
     augment = Augment(info.augment_crop_padding, info.flip) if config.data.augment else None
     mixed = {} if extra_indices is None else {"extra_indices": extra_indices}  # half of each batch extra
@@ -153,6 +160,7 @@ def build_run(config: RunConfig, out: str | Path | None, *, rank: int = 0, world
         indices=indices, views=run.views, rank=rank, world_size=world_size, **mixed)
     run.stash["advcore.augment"] = augment
     run.steps_per_epoch = len(loader)
+    step_models(run)  # speed options and DDP around run.model, made once
     return run, loader
 
 
@@ -170,7 +178,7 @@ def load_model_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor],
 
 def _stack_views(batch) -> tuple[torch.Tensor, ...]:
     parts = [batch] + list(batch.views)
-    cat = lambda xs: None if xs[0] is None else torch.cat(xs)  # noqa: E731
+    cat = lambda xs: None if xs[0] is None else xs[0] if len(xs) == 1 else torch.cat(xs)  # noqa: E731
     view = torch.cat([torch.full_like(b.y, i) for i, b in enumerate(parts)])
     return (cat([b.x for b in parts]), cat([b.y for b in parts]), cat([b.index for b in parts]),
             cat([b.crop for b in parts]), cat([b.flip for b in parts]), view)
@@ -180,7 +188,9 @@ def train_step(run: Run, batch, epoch: int, batch_no: int) -> Step:
     """One batch through selection, generation, targets, update and state updates."""
     x, y, index, crop, flip, view = _stack_views(batch)
     n = y.shape[0]
-    step = Step(run=run, model=run.model, x=x, y=y, index=index, epoch=epoch, batch=batch_no,
+    models = step_models(run)
+    step = Step(run=run, model=models.attack, train_model=None if models.train is models.attack else models.train,
+                x=x, y=y, index=index, epoch=epoch, batch=batch_no,
                 eps=torch.full((n,), run.eps, device=x.device),
                 step_size=torch.full((n,), run.step_size, device=x.device),
                 steps=run.config.attack.steps, view=view, num_views=run.views, crop=crop, flip=flip)
@@ -198,7 +208,7 @@ def train_step(run: Run, batch, epoch: int, batch_no: int) -> Step:
         run.hooks.derive_examples(run, step)
         run.hooks.adapt_targets(run, step)
         set_lr(run)
-        run.model.train()
+        set_mode(run.model, True)
         loss = run.hooks.update(run, step)
         if not torch.isfinite(loss):
             terms = ", ".join(f"{t.name}={t.values.mean().item():.4g}" for t in step.terms)
@@ -207,8 +217,11 @@ def train_step(run: Run, batch, epoch: int, batch_no: int) -> Step:
                 f"rate or check the plugin options, then resume from the last good checkpoint"
             )
         run.hooks.after_step(run, step)
+        if run.world_size > 1:
+            distributed.sync_state(run.state, index)  # every rank gets the rows the others wrote
         step.clear_logits()
         run.global_step += 1
+        update_ema(run)
     return step
 
 
@@ -233,10 +246,11 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return {"clean_acc": correct / n, "robust_acc": robust / n}
 
 
-def evaluate_run(run: Run) -> dict[str, float]:
+def evaluate_run(run: Run, model: torch.nn.Module | None = None) -> dict[str, float]:
     idx = held_out_indices(len(run.test_set), min(run.config.eval.n, len(run.test_set)), run.config.seed)
     c = run.config
-    return evaluate(run.model, run.test_set.images[idx], run.test_set.labels[idx], eps=run.eps,
+    model = run.model if model is None else model
+    return evaluate(model, run.test_set.images[idx], run.test_set.labels[idx], eps=run.eps,
                     step_size=run.eps / 4, steps=c.eval.pgd_steps, restarts=c.eval.restarts,
                     batch_size=c.data.eval_batch_size, device=run.device)
 
@@ -251,6 +265,7 @@ def checkpoint_tensors(run: Run) -> tuple[dict[str, torch.Tensor], dict[str, Any
     tensors.update({f"state.{k}": v for k, v in run.state.state_dict().items()})
     rng_tensors, rng_meta = ckpt.capture_rng()
     tensors.update(rng_tensors)
+    tensors.update(ema_tensors(run))
     plugin_json = {}
     for name, part in run.hooks.state_dict(run).items():
         for key, value in (part.get("tensors") or {}).items():
@@ -275,6 +290,7 @@ def write_checkpoint(run: Run, tag: str, *, epoch: int, batch: int = 0, metrics:
         "plugins": [{"name": p.name, "package": p.package, "version": p.version} for p in run.plugins],
         "model": dict(model_spec(run.config, run.info), head=getattr(run.model, "advcore_head", None)),
         "metrics": metrics or {}, "partial": partial or {}, **meta,
+        "world_size": run.world_size, "steps_per_epoch": run.steps_per_epoch,  # to resume with another N
     }
     return ckpt.save_checkpoint(run.out / "checkpoints" / tag, tensors, manifest, keep_previous=tag == "last")
 
@@ -291,6 +307,7 @@ def restore_checkpoint(run: Run, path: str | Path) -> tuple[int, int, dict]:
     load_model_tensors(run.model, tensors, path)
     run.optimizer.load_state_dict(ckpt.unflatten_optimizer(tensors, manifest["optimizer"]))
     run.state.load_state_dict({k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")})
+    load_ema(run, tensors)
     plugin_state: dict[str, dict] = {}
     for key, value in tensors.items():
         if key.startswith("plugin."):
@@ -301,7 +318,35 @@ def restore_checkpoint(run: Run, path: str | Path) -> tuple[int, int, dict]:
     run.hooks.load_state_dict(run, plugin_state)
     run.global_step = manifest["global_step"]
     ckpt.restore_rng(tensors, manifest["rng"])
-    return manifest["epoch"], manifest["batch"], manifest.get("partial", {})
+    batch = _rescale_progress(run, manifest, path)
+    if run.world_size > 1:  # rank 0's generator was saved; give each rank its own stream again
+        torch.manual_seed(int(torch.randint(2**62, ())) + run.rank)
+    return manifest["epoch"], batch, manifest.get("partial", {})
+
+
+def _rescale_progress(run: Run, manifest: dict, path) -> int:
+    """The batch to continue from (and ``run.global_step``) when the global batch changed.
+
+    Per-sample state is global and the epoch's sample order does not depend on the number
+    of processes, so only the batch counters need converting; a mid-epoch position must
+    fall on a batch boundary of the new global batch.
+    """
+    batch, saved_steps = manifest["batch"], manifest.get("steps_per_epoch")
+    if not saved_steps or saved_steps == run.steps_per_epoch:
+        return batch
+    run.global_step = round(manifest["global_step"] * run.steps_per_epoch / saved_steps)
+    if batch == 0:
+        return 0
+    saved = manifest.get("world_size", 1) * manifest["config"]["data"]["batch_size"]
+    now = run.world_size * run.config.data.batch_size
+    done = batch * saved
+    if done % now:
+        raise CheckpointError(
+            f"checkpoint {path} stopped mid-epoch after {done} samples (global batch {saved}), which is not a "
+            f"multiple of this run's global batch {now} (batch_size x processes); resume with a global batch "
+            f"that divides {done}, e.g. the same number of processes"
+        )
+    return done // now
 
 
 # --- the loop ---------------------------------------------------------------------------
@@ -326,13 +371,22 @@ def prepare_out(config: RunConfig, out: Path | None, resume: bool) -> None:
 
 def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = False, rank: int = 0,
           world_size: int = 1, log=print, stop_after: int | None = None,
-          fallback: bool = False) -> list[dict[str, Any]]:
+          fallback: bool = False, tensorboard: bool = False) -> list[dict[str, Any]]:
     """Train, evaluating every epoch; returns the metrics records (also in metrics.jsonl).
 
     ``stop_after=k`` ends the process's work after epoch k as an interruption would (the
     checkpoint is written, run-end hooks are not called), e.g. to test resuming.
+    ``tensorboard=True`` also writes each epoch's metrics to ``out/tensorboard``.
     """
     out = Path(out) if out else None
+    launch = distributed.from_env() if world_size == 1 else distributed.Launch(rank, world_size, rank)
+    if launch.world_size > 1:  # torchrun (or a caller's process group): DDP, one device per rank
+        config = config.model_copy(update={"device": distributed.start(launch, config.device)})
+        rank, world_size = launch.rank, launch.world_size
+    if rank != 0:
+        log = _quiet  # metrics and messages come from rank 0
+    if tensorboard:
+        require_tensorboard(out)  # fail before any work when the package is missing
     if resume and (out is None or not (out / "checkpoints" / "last.json").exists()):
         raise CheckpointError(f"nothing to resume in {out}: no checkpoints/last.json; start without --resume")
     run, loader = build_run(config, out, rank=rank, world_size=world_size)
@@ -343,16 +397,16 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
     history: list[dict[str, Any]] = []
     if resume:
         start_epoch, start_batch, partial = _restore_latest(run, out, fallback, log)
-        history = _read_metrics(out, start_epoch)
+        history = _read_metrics(out, start_epoch) if run.is_main() else []  # one process rewrites the file
         best = max((m.get("robust_acc", -1.0) for m in history), default=-1.0)
     log(f"advcore: {config.data.dataset}, {len(loader)} batches/epoch, eps {run.eps:.4g}, "
         f"plugins {' + '.join(run.plugin_names)}" + (f", resuming at epoch {start_epoch + 1}" if resume else ""))
     run.hooks.on_run_start(run)
-    with StopOnSignal() as stop:
+    with StopOnSignal() as stop, metrics_board(out, start_epoch, tensorboard and run.is_main()) as board:
         for epoch in range(start_epoch, config.epochs):
             run.epoch = epoch
             if start_batch == 0:
-                torch.manual_seed(epoch_seed(config.seed, epoch))
+                torch.manual_seed(epoch_seed(config.seed, epoch) + rank)  # ranks draw independent noise
             run.hooks.on_epoch_start(run, epoch)
             totals = EpochTotals(**partial) if start_batch else EpochTotals()
             began = time.perf_counter() - totals.seconds
@@ -365,14 +419,19 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
                     good = str(last) if last is not None and last.exists() else "none written yet"
                     raise TrainingError(f"{exc}; last good checkpoint: {good}") from None
                 totals.add(step)
+                if world_size > 1 and distributed.any_rank(stop.signal is not None, run.device) and stop.signal is None:
+                    stop.signal = "a signal to another rank"  # every rank stops after the same step
                 if stop.signal is not None:
                     totals.seconds = time.perf_counter() - began
                     write_checkpoint(run, "last", epoch=epoch, batch=batch_no + 1, partial=totals.__dict__)
                     raise _interrupted(stop.signal, epoch, batch_no, out)
             start_batch = 0
+            distributed.average_buffers(run.model)  # BatchNorm running statistics: the ranks' average
             metrics: dict[str, Any] = {"epoch": epoch + 1, **totals.metrics()}
             if (epoch + 1) % config.eval.every == 0 or epoch + 1 == config.epochs:
                 metrics.update(evaluate_run(run))
+                if ema_of(run) is not None:
+                    metrics.update({f"ema_{k}": v for k, v in evaluate_run(run, ema_of(run).module).items()})
             metrics["lr"] = run.optimizer.param_groups[0]["lr"]
             metrics["seconds"] = round(time.perf_counter() - began, 3)
             run.hooks.on_epoch_end(run, epoch, metrics)
@@ -380,11 +439,14 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
             if run.is_main() and out is not None:
                 with open(out / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(metrics) + "\n")
+                board.write(metrics)
                 if metrics.get("robust_acc", -1.0) > best:
                     best = metrics["robust_acc"]
                     write_checkpoint(run, "best", epoch=epoch + 1, metrics=metrics)
                 write_checkpoint(run, "last", epoch=epoch + 1, metrics=metrics)
             log(_summary(metrics, config.epochs))
+            if world_size > 1 and distributed.any_rank(stop.signal is not None, run.device) and stop.signal is None:
+                stop.signal = "a signal to another rank"
             if stop.signal is not None and epoch + 1 < config.epochs:
                 raise _interrupted(stop.signal, epoch + 1, -1, out)
             if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < config.epochs:
@@ -464,6 +526,10 @@ def _restore_latest(run: Run, out: Path, fallback: bool, log) -> tuple[int, int,
             raise CheckpointError(f"{exc}; or pass --fallback to resume from {previous}") from None
         log(f"advcore: {exc}; falling back to {previous}")
         return restore_checkpoint(run, previous)
+
+
+def _quiet(*args: Any, **kwargs: Any) -> None:
+    """The log of ranks other than 0."""
 
 
 def _read_metrics(out: Path, upto: int) -> list[dict[str, Any]]:

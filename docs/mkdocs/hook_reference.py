@@ -1,0 +1,125 @@
+"""Write docs/hooks.md from core/advcore/hookspecs.py: every hook's signature and docstring, in call order.
+
+    python3 docs/mkdocs/hook_reference.py          # rewrite docs/hooks.md
+    python3 docs/mkdocs/hook_reference.py --check  # exit 1 if docs/hooks.md is out of date
+
+The docs build (docs/mkdocs/hooks.py) and tests/test_docs.py run the check, so a changed
+hook spec cannot ship with a stale reference.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+import sys
+import textwrap
+from pathlib import Path
+
+PAGE = Path(__file__).resolve().parents[1] / "hooks.md"
+SECTION = re.compile(r"^# --- (.+?) -+$")
+
+
+def _annotation(node: ast.expr | None) -> str:
+    if node is None:
+        return ""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    return ast.unparse(node)
+
+
+def signature(node: ast.FunctionDef) -> str:
+    """``advcore_x(run: Run, step: Step) -> None`` as written in the spec (string annotations unquoted)."""
+    args = [f"{a.arg}: {_annotation(a.annotation)}" if a.annotation else a.arg for a in node.args.args]
+    returns = f" -> {_annotation(node.returns)}" if node.returns else ""
+    return f"{node.name}({', '.join(args)}){returns}"
+
+
+def markdown(docstring: str) -> str:
+    """The spec docstrings' reST bits as Markdown: ``code`` -> `code`, ``Example::`` blocks -> fenced code."""
+    lines = inspect.cleandoc(docstring).splitlines()
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = re.sub(r"``([^`]+)``", r"`\1`", lines[i])
+        if line.rstrip().endswith("::"):
+            out.append(line.rstrip()[:-1])
+            block: list[str] = []
+            i += 1
+            while i < len(lines) and (not lines[i].strip() or lines[i].startswith("    ")):
+                block.append(lines[i])
+                i += 1
+            out += ["", "```python", textwrap.dedent("\n".join(block)).strip("\n"), "```", ""]
+            continue
+        out.append(line)
+        i += 1
+    return "\n".join(out).strip()
+
+
+def hooks(source: str) -> list[tuple[str, ast.FunctionDef]]:
+    """(section, spec) for every ``@hookspec`` function, in source order."""
+    sections = {}
+    current = ""
+    for number, line in enumerate(source.splitlines(), 1):
+        match = SECTION.match(line)
+        if match:
+            current = match.group(1)
+        sections[number] = current
+    found = []
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef) and any("hookspec" in ast.unparse(d) for d in node.decorator_list):
+            found.append((sections[node.lineno], node))
+    return found
+
+
+def render() -> str:
+    import advcore.hookspecs as specs
+
+    source = Path(specs.__file__).read_text()
+    intro = markdown(specs.__doc__ or "")
+    parts = [
+        "# Hook reference",
+        "",
+        "<!-- Generated from core/advcore/hookspecs.py by `python3 docs/mkdocs/hook_reference.py`; "
+        "do not edit by hand. -->",
+        "",
+        intro,
+        "",
+        "An implementation is a function decorated with `advcore.hookimpl` in the plugin's module; it "
+        "declares only the arguments it uses (`def advcore_loss_terms(step): ...`). Collect-all hooks "
+        "run every plugin's implementation; first-result hooks stop at the first non-None result. How a "
+        "plugin is packaged and tested: [Writing a plugin](writing-plugins.md); what the conformance kit "
+        "checks for each hook: [advcore.testing](api.md#advcoretesting).",
+        "",
+        "| hook | results |",
+        "|---|---|",
+    ]
+    table, body, last_section = [], [], None
+    for section, node in hooks(source):
+        spec = getattr(specs, node.name).advcore_spec
+        how = "first result wins" if spec["firstresult"] else "collect all"
+        anchor = node.name  # Python-Markdown's slug of the heading below
+        table.append(f"| [`{node.name}`](#{anchor}) | {how} |")
+        if section != last_section:
+            body += [f"## {section[0].upper()}{section[1:]}", ""]
+            last_section = section
+        decorator = "@hookspec(firstresult=True)" if spec["firstresult"] else "@hookspec"
+        body += [f"### {node.name}", "", "```python", decorator, f"def {signature(node)}", "```", "",
+                 f"*{how.capitalize()}.*", "", markdown(ast.get_docstring(node) or ""), ""]
+    return "\n".join(parts + table + [""] + body).rstrip() + "\n"
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        if not PAGE.exists() or PAGE.read_text() != text:
+            print(f"{PAGE} is out of date; run: python3 docs/mkdocs/hook_reference.py", file=sys.stderr)
+            return 1
+        return 0
+    PAGE.write_text(text)
+    print(f"wrote {PAGE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,12 @@
+"""awp passes the conformance kit and wraps the update of every objective and adversary."""
+
+from advcore.testing import check_plugin
+
+PARTNERS = ["standard", "pgd-at", "trades", "mart", "alp", "pgd", "fgsm-rs", "free"]
+
+
+def test_awp_passes_the_conformance_kit():
+    report = check_plugin("awp")
+    assert {"contracts", "determinism", "checkpoint round-trip"} <= set(report.passed)
+    assert report.refused == {}
+    assert {f"with {p}" for p in PARTNERS} <= set(report.passed)
