@@ -10,6 +10,7 @@ which has no BatchNorm (per-rank batch statistics would differ from one global b
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import shutil
 import subprocess
@@ -157,3 +158,15 @@ def test_mid_epoch_resume_needs_a_matching_global_batch(tally, tmp_path):
     other, _ = build_run(config(batch_size=48, epochs=2), None)
     with pytest.raises(CheckpointError, match="not a multiple of this run's global batch 48"):
         restore_checkpoint(other, tmp_path / "checkpoints" / "last")
+
+
+@pytest.mark.parametrize("rows", [torch.rand(5, 3, 2), torch.arange(5), torch.rand(5) > 0.5, torch.rand(0, 3, 2),
+                                  torch.randint(0, 9, (5, 4), dtype=torch.int32)])
+def test_state_rows_travel_as_bytes_of_a_fixed_width(rows):
+    """Any dtype (bool included) packs into [n, bytes per row] and back; an empty batch keeps the width."""
+    from advcore.distributed import _as_bytes, _from_bytes
+
+    packed = _as_bytes(rows)
+    assert packed.dtype == torch.uint8
+    assert packed.shape == (rows.shape[0], math.prod(rows.shape[1:]) * rows.element_size())
+    assert torch.equal(_from_bytes(packed, rows), rows)

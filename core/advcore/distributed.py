@@ -18,6 +18,7 @@ running statistics are averaged over ranks at every epoch end (``average_buffers
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import zlib
 from dataclasses import dataclass
@@ -133,8 +134,7 @@ def _as_bytes(rows: torch.Tensor) -> torch.Tensor:
     rows = rows.contiguous()
     if rows.dtype == torch.bool:
         rows = rows.view(torch.uint8)
-    return rows.reshape(rows.shape[0], -1).view(torch.uint8) if rows.numel() else \
-        torch.empty(rows.shape[0], 0, dtype=torch.uint8, device=rows.device)
+    return rows.reshape(rows.shape[0], math.prod(rows.shape[1:])).view(torch.uint8)  # same width when empty
 
 
 def _from_bytes(raw: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
