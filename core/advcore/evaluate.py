@@ -177,7 +177,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         eps_text = f"{eps:.4g}" + ("" if r.get("norm", "Linf") == "Linf" else f" ({r['norm']})") if eps else "-"
         cells = [_fmt(r[c]) if c in r else "-" for c in columns]
         label = r.get("label") or r.get("checkpoint", "?")
-        if r.get("weights") == "ema":
+        if r.get("weights") == "ema" and not label.endswith("(EMA)"):
             label += " (EMA)"
         lines.append(f"| {label} | {r.get('n', '-')} | {eps_text} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -227,6 +227,8 @@ def read_result(source: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path} holds no accuracies; pass files from 'advcore eval --json' or run directories")
     if "label" not in result:
         result["label"] = source_label(result["checkpoint"]) if "checkpoint" in result else label
+        if result.get("weights") == "ema":
+            result["label"] += " (EMA)"
     return result
 
 
