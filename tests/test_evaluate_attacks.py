@@ -149,3 +149,14 @@ def test_autoattack_resumes_where_it_was_interrupted(tmp_path, monkeypatch):
     by = details["autoattack_custom_by_attack"]
     assert by["square"] == pytest.approx(fresh["autoattack_custom_acc"].float().mean().item())
     assert by["apgd-ce"] >= by["square"]
+
+
+def test_per_attack_restarts_syntax():
+    from advcore.eval_attacks import parse_attacks
+
+    attacks = parse_attacks(["pgd-10x5", "cw-40x2", "pgd-20"], restarts=3)
+    assert [(a.kind, a.steps, a.restarts, a.key) for a in attacks] == [
+        ("pgd", 10, 5, "pgd10_r5_acc"), ("cw", 40, 2, "cw40_r2_acc"), ("pgd", 20, 3, "pgd20_r3_acc")]
+    for bad in ("mim-10x2", "pgd-10x0", "fgsm-1x2"):
+        with pytest.raises(ConfigError, match="pgd-KxR"):
+            parse_attacks([bad])

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from advcore import evaluate as evaluate_module

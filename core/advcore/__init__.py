@@ -3,11 +3,11 @@
 The names here are the public API for plugin authors.
 """
 
-from .config import PluginOptions
+from .config import Budget, PluginOptions
 from .hookspecs import hookimpl
 from .plugins import PluginInfo
 from .step import AttackObjective, LossTerm, Step, soft_cross_entropy
 
 __version__ = "0.1.0"
-__all__ = ["AttackObjective", "LossTerm", "PluginInfo", "PluginOptions", "Step", "hookimpl",
+__all__ = ["AttackObjective", "Budget", "LossTerm", "PluginInfo", "PluginOptions", "Step", "hookimpl",
            "soft_cross_entropy", "__version__"]

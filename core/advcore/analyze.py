@@ -37,7 +37,7 @@ def generalization_gap(path: str | Path, *, n: int = 1000, pgd_steps: int = 10, 
     """PGD accuracy on (up to n of) the training samples the run used and on n test samples.
 
     The training samples are rebuilt from the run's data.subset (extra data is left out); both
-    sides use the same attack, eps = the run's, step eps/4, in eval mode.
+    sides use the same attack, eps and norm = the run's, step eps/4, in eval mode.
     """
     from .data import held_out_indices, load_dataset
     from .difficulty import subset_indices
@@ -50,10 +50,11 @@ def generalization_gap(path: str | Path, *, n: int = 1000, pgd_steps: int = 10, 
     pick = used[held_out_indices(len(used), min(n, len(used)), config.seed)]
     test_pick = held_out_indices(len(test), min(n, len(test)), config.seed)
     eps = config.attack.eps if config.attack.eps is not None else info.default_eps
-    out: dict[str, Any] = {"checkpoint": str(path), "eps": eps, "pgd_steps": pgd_steps}
+    out: dict[str, Any] = {"checkpoint": str(path), "eps": eps, "norm": config.attack.norm, "pgd_steps": pgd_steps}
     for split, ds, idx in (("train", train, pick), ("test", test, test_pick)):
         res = run_attacks(model, ds.images[idx].float() / 255, ds.labels[idx], eps=eps, attacks=["pgd"],
-                          pgd_steps=pgd_steps, restarts=restarts, batch_size=batch_size, seed=config.seed)
+                          norm=config.attack.norm, pgd_steps=pgd_steps, restarts=restarts, batch_size=batch_size,
+                          seed=config.seed)
         out[f"{split}_n"] = int(idx.numel())
         out[f"{split}_clean_acc"] = res["clean_acc"]
         out[f"{split}_pgd_acc"] = res[f"pgd{pgd_steps}_acc"]

@@ -1,7 +1,9 @@
-"""Linf attack primitives shared by adversary plugins and evaluation.
+"""Attack primitives for the Linf and L2 threat models, shared by adversary plugins and evaluation.
 
 Budgets are per-sample tensors [B]; inputs live in [0, 1]. Gradients are taken with
-respect to the input only, so no parameter gradient is computed or accumulated.
+respect to the input only, so no parameter gradient is computed or accumulated. ``norm``
+is ``"Linf"`` (the default, and the fast path) or ``"L2"``: the ball ``||x' - x|| <= eps_i``
+that ``project`` enforces, ``step_direction`` climbs and ``random_start`` samples.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-__all__ = ["model_mode", "set_mode", "as_budget", "random_start", "project", "input_gradient", "pgd",
-           "ce_loss", "cw_loss", "pgd_eval"]
+__all__ = ["NORMS", "model_mode", "set_mode", "as_budget", "flat_norm", "step_direction", "random_start", "project",
+           "input_gradient", "pgd", "ce_loss", "cw_loss", "pgd_eval"]
+
+NORMS = ("Linf", "L2")
+"""The threat models: ``attack.norm`` of a run, ``--norm`` of ``advcore eval``."""
 
 LossFn = Callable[[torch.Tensor, Any], torch.Tensor]
 
@@ -46,20 +51,56 @@ def as_budget(value: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return value.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
 
 
-def random_start(x: torch.Tensor, eps: torch.Tensor, init: str) -> torch.Tensor:
-    """Madry's uniform start (clipped to [0, 1]) or TRADES' x + 0.001 N(0, 1) (unclipped)."""
+def flat_norm(v: torch.Tensor, p: float = 2) -> torch.Tensor:
+    """Each sample's Lp norm, shaped [B, 1, 1, 1] to broadcast against ``v``."""
+    return v.flatten(1).norm(p=p, dim=1).view(-1, *([1] * (v.dim() - 1)))
+
+
+def step_direction(grad: torch.Tensor, norm: str = "Linf") -> torch.Tensor:
+    """The steepest-ascent step of unit norm: sign(g) for Linf, g / ||g||_2 per sample for L2.
+
+    A zero gradient gives a zero L2 step (the norm is floored at 1e-12), not NaN.
+    """
+    if norm == "Linf":
+        return grad.sign()
+    return grad / flat_norm(grad, 2).clamp_min(1e-12)
+
+
+def random_start(x: torch.Tensor, eps: torch.Tensor, init: str, norm: str = "Linf") -> torch.Tensor:
+    """The attack's first iterate.
+
+    ``uniform``: Madry's start, clipped to [0, 1]: U[-eps, eps] per pixel for Linf; for L2 a
+    uniformly random direction (a normalised Gaussian) scaled by a radius drawn uniformly
+    from [0, eps_i], the start the evaluation attacks use. (Uniform over the ball's volume
+    would put almost every start on the sphere in image dimensions.) ``normal``: TRADES'
+    x + 0.001 N(0, 1), unclipped, for either norm. Anything else: x itself.
+    """
     if init == "uniform":
         e = as_budget(eps, x)
-        return (x + (torch.rand_like(x) * 2 - 1) * e).clamp(0, 1)
+        if norm == "Linf":
+            return (x + (torch.rand_like(x) * 2 - 1) * e).clamp(0, 1)
+        direction = torch.randn_like(x)
+        direction = direction / flat_norm(direction, 2).clamp_min(1e-12)
+        radius = torch.rand(e.shape, device=x.device, dtype=x.dtype) * e
+        return (x + direction * radius).clamp(0, 1)
     if init == "normal":
         return x + 0.001 * torch.randn_like(x)
     return x.clone()
 
 
-def project(x_adv: torch.Tensor, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """Project onto the per-sample Linf ball around ``x`` intersected with [0, 1]."""
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, norm: str = "Linf") -> torch.Tensor:
+    """Project onto the per-sample ball around ``x``, then clamp to [0, 1].
+
+    Linf: clip each pixel of x_adv - x to [-eps_i, eps_i]. L2: rescale x_adv - x to norm
+    eps_i when it is longer (shorter ones are kept). Clamping to [0, 1] afterwards only
+    moves pixels towards x (which is inside the box), so the result stays in the ball.
+    """
     e = as_budget(eps, x)
-    return torch.max(torch.min(x_adv, x + e), x - e).clamp(0, 1)
+    if norm == "Linf":
+        return torch.max(torch.min(x_adv, x + e), x - e).clamp(0, 1)
+    delta = x_adv - x
+    delta = delta * (e / flat_norm(delta, 2).clamp_min(1e-12)).clamp(max=1.0)
+    return (x + delta).clamp(0, 1)
 
 
 def input_gradient(model: torch.nn.Module, x_adv: torch.Tensor, target: Any, loss_fn: LossFn) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,18 +113,25 @@ def input_gradient(model: torch.nn.Module, x_adv: torch.Tensor, target: Any, los
 
 
 def pgd(model: torch.nn.Module, x: torch.Tensor, target: Any, loss_fn: LossFn, *, eps: torch.Tensor,
-        step_size: torch.Tensor, steps: int, init: str = "uniform") -> torch.Tensor:
-    """K signed-gradient ascent steps, each projected to the per-sample budget.
+        step_size: torch.Tensor, steps: int, init: str = "uniform", norm: str = "Linf") -> torch.Tensor:
+    """K steepest-ascent steps (signed for Linf, normalised for L2), each projected to the per-sample budget.
 
-    The projection's bounds max(x - eps, 0) and min(x + eps, 1) are computed once: one clamp
-    per step gives exactly ``project``'s result (the two intervals share x).
+    Linf: the projection's bounds max(x - eps, 0) and min(x + eps, 1) are computed once: one
+    clamp per step gives exactly ``project``'s result (the two intervals share x).
     """
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     alpha = as_budget(step_size, x)
+    x_adv = random_start(x, eps, init, norm)
+    if steps == 0:
+        return project(x_adv, x, eps, norm).detach()
+    if norm == "L2":
+        for _ in range(steps):
+            grad, _ = input_gradient(model, x_adv, target, loss_fn)
+            x_adv = project(x_adv.detach() + alpha * step_direction(grad, "L2"), x, eps, "L2")
+        return x_adv
     e = as_budget(eps, x)
     lo, hi = (x - e).clamp_(min=0), (x + e).clamp_(max=1)
-    x_adv = random_start(x, eps, init)
-    if steps == 0:
-        return project(x_adv, x, eps).detach()
     for _ in range(steps):
         grad, _ = input_gradient(model, x_adv, target, loss_fn)
         x_adv = (x_adv.detach() + alpha * grad.sign_()).clamp_(lo, hi)
@@ -103,7 +151,7 @@ def cw_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = 50.0) -> torch
 
 
 def pgd_eval(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float,
-             steps: int, restarts: int = 1, loss: str = "ce") -> torch.Tensor:
+             steps: int, restarts: int = 1, loss: str = "ce", norm: str = "Linf") -> torch.Tensor:
     """Evaluation PGD with restarts: a sample counts as broken if any restart breaks it.
 
     Returns the adversarial batch (for broken samples, the first breaking restart's example).
@@ -117,7 +165,8 @@ def pgd_eval(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
         if not alive.any():
             break
         idx = alive.nonzero().squeeze(1)
-        adv = pgd(model, x[idx], y[idx], loss_fn, eps=e[idx], step_size=a[idx], steps=steps, init="uniform")
+        adv = pgd(model, x[idx], y[idx], loss_fn, eps=e[idx], step_size=a[idx], steps=steps, init="uniform",
+                  norm=norm)
         with torch.no_grad():
             broken = model(adv).argmax(1) != y[idx]
         best[idx] = adv

@@ -19,11 +19,11 @@ PluginOpt = typer.Option(None, "--plugin", "-p", help="enable a plugin (repeatab
 SetOpt = typer.Option(None, "--set", "-s", help="override a config key: key.sub=value (repeatable)")
 
 
-def _config(plugin, config, sets, **fields):
+def _config(plugin, config, sets, base=None, **fields):
     from .config import load_config
 
     data_plugins = list(plugin or [])
-    cfg = load_config(config, sets or [], **fields)
+    cfg = load_config(config, sets or [], base=base, **fields)
     if data_plugins:
         cfg = cfg.model_copy(update={"plugins": list(dict.fromkeys([*cfg.plugins, *data_plugins]))})
     return cfg
@@ -45,11 +45,18 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
     fallback: bool = typer.Option(False, "--fallback", help="with --resume: use the previous checkpoint if the last is corrupt"),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="also write the metrics for TensorBoard to OUT/tensorboard"),
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="start from a paper recipe (advcore recipes); "
+                                                                        "other flags override it"),
+    twin: bool = typer.Option(False, "--twin", help="with --recipe: its scaled-down Fashion-MNIST twin"),
 ) -> None:
     """Train a model with the given plugins; prints clean and robust accuracy per epoch."""
     from .trainer import train as run_training
 
-    cfg = _config(plugin, config, set_, epochs=epochs, seed=seed, device=device, init_from=init_from,
+    if twin and recipe is None:
+        raise AdvcoreError("--twin needs --recipe NAME; run 'advcore recipes' to list them")
+    chosen = _recipe(recipe) if recipe else None
+    cfg = _config(plugin, config, set_, base=chosen.run_config(twin, epochs) if chosen else None, epochs=epochs, seed=seed,
+                  device=device, init_from=init_from,
                   **{"data.dataset": dataset, "data.data_dir": data_dir, "data.subset": subset})
     if resume and out is None:
         raise AdvcoreError("--resume needs --out DIR, the run directory to continue")
@@ -59,6 +66,55 @@ def train(
         last = history[-1]
         typer.echo(f"final: clean_acc={last.get('clean_acc', float('nan')):.4f} "
                    f"robust_acc={last.get('robust_acc', float('nan')):.4f}")
+        if chosen and out is not None:
+            typer.echo(f"compare with the paper: {chosen.eval_command(str(out))} && advcore report {out}")
+
+
+def _recipe(name: str):
+    from .recipes import find_recipe
+
+    return find_recipe(name)
+
+
+@app.command()
+def recipes(
+    name: Optional[str] = typer.Argument(None, help="show one recipe: its config, twin and the commands"),
+    markdown: bool = typer.Option(False, "--markdown", help="print the docs table of all recipes"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Paper recipes: each headline row of the seed papers as one command, with the paper's numbers."""
+    from .recipes import all_recipes, recipes_markdown
+
+    if name is not None:
+        r = _recipe(name)
+        if as_json:
+            typer.echo(json.dumps({"name": r.name, "paper": r.paper, "row": r.row, "reported": r.reported,
+                                   "config": r.run_config(), "twin": r.run_config(twin=True)}, indent=1))
+            return
+        typer.echo(f"{r.name}: {r.paper}, {r.row}")
+        typer.echo("paper's numbers: " + ", ".join(f"{k} {v:.2f}" for k, v in r.reported.items()))
+        if r.notes:
+            typer.echo(f"notes: {r.notes}")
+        typer.echo(f"file: {r.path}")
+        typer.echo(f"run:  advcore train --recipe {r.name} --data-dir DATA --out runs/{r.name.replace('/', '-')}")
+        typer.echo(f"eval: {r.eval_command('runs/' + r.name.replace('/', '-'))}")
+        typer.echo(f"twin: advcore train --recipe {r.name} --twin   (overrides: "
+                   + ", ".join(f"{k}={v}" for k, v in r.twin.items()) + ")" if r.twin else
+                   f"twin: advcore train --recipe {r.name} --twin")
+        return
+    found = all_recipes()
+    if as_json:
+        typer.echo(json.dumps([{"name": r.name, "paper": r.paper, "row": r.row, "plugins": r.plugins,
+                                "reported": r.reported} for r in found], indent=1))
+    elif markdown:
+        typer.echo(recipes_markdown(found), nl=False)
+    elif not found:
+        typer.echo("no recipes found; set ADVCORE_RECIPES to a folder of <paper>/<row>.toml files")
+    else:
+        width = max(len(r.name) for r in found)
+        for r in found:
+            numbers = "  ".join(f"{k.removesuffix('_acc')} {v:.2f}" for k, v in r.reported.items())
+            typer.echo(f"{r.name:<{width}}  {'+'.join(r.plugins):<28} {numbers}")
 
 
 # --- evaluation, reports, plots, margins --------------------------------------------------
@@ -68,7 +124,7 @@ DatasetOpt = typer.Option(None, "--dataset", help="dataset of a plain state dict
 DataDirOpt = typer.Option(None, "--data-dir", help="folder with the dataset files (default: the run's)")
 WidthOpt = typer.Option(None, "--width", help="model.width of a plain state dict file")
 NormalizeOpt = typer.Option(False, "--normalize", help="plain state dict trained with dataset mean/std normalisation")
-NormOpt = typer.Option("Linf", "--norm", help="threat model: Linf or L2")
+NormOpt = typer.Option(None, "--norm", help="threat model: Linf or L2 (default: the run's attack.norm, else Linf)")
 EpsOpt = typer.Option(None, "--eps", help="budget, e.g. 0.1 or 8/255 (default: the run's, else the dataset's)")
 
 
@@ -86,7 +142,7 @@ def eval_(
                                      "default: pgd and autoattack)"),
     n: Optional[int] = typer.Option(None, help="test samples to evaluate (default: all)"),
     eps: Optional[str] = EpsOpt,
-    norm: str = NormOpt,
+    norm: Optional[str] = NormOpt,
     pgd_steps: int = typer.Option(20, help="steps of pgd, cw and mim"),
     restarts: int = typer.Option(1, help="random restarts of pgd and cw"),
     step_size: Optional[float] = typer.Option(None, help="step size of pgd and cw (default eps/4)"),
@@ -139,13 +195,29 @@ def report(
     sources: List[Path] = typer.Argument(..., help="eval JSON files (advcore eval --json / --out) or run directories"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write the Markdown table to this file"),
 ) -> None:
-    """A Markdown table of evaluation results, one row per model."""
+    """A Markdown table of evaluation results, one row per model; runs from a recipe also beside the paper's row."""
     from .evaluate import markdown_table, read_result
 
-    table = markdown_table([read_result(s) for s in sources])
+    results = [read_result(s) for s in sources]
+    table = markdown_table(results)
+    for source, result in zip(sources, results):
+        table += _recipe_comparison(source, result)
     if out is not None:
         out.write_text(table)
     typer.echo(table, nl=False)
+
+
+def _recipe_comparison(source: Path, result: dict) -> str:
+    """For a run started with --recipe: its numbers beside the paper's."""
+    config = source / "config.json"
+    if not (source.is_dir() and config.is_file()):
+        return ""
+    ref = json.loads(config.read_text()).get("recipe")
+    if not ref:
+        return ""
+    from .recipes import comparison_table
+
+    return "\n" + comparison_table(_recipe(ref["name"]), {**result, "run": str(source)}, twin=ref.get("twin", False))
 
 
 plot_app = typer.Typer(no_args_is_help=True, help="Figures (PNG + JSON of the series): curves, trade-off, sweeps.")
@@ -195,7 +267,7 @@ def plot_sweep_cmd(
     at_eps: Optional[str] = typer.Option(None, "--at-eps", help="eps of a steps sweep (default: the run's)"),
     pgd_steps: int = typer.Option(20, help="steps of an eps sweep"),
     n: Optional[int] = typer.Option(None, help="test samples"),
-    norm: str = NormOpt,
+    norm: Optional[str] = NormOpt,
     device: str = typer.Option("auto"),
     arch: Optional[str] = ArchOpt,
     dataset: Optional[str] = DatasetOpt,
@@ -220,11 +292,12 @@ def plot_sweep_cmd(
         run_eps = target.eps or info.default_eps
         reference = reference or run_eps
         if eps_list is not None:
-            series[_label(path)] = eps_sweep(target.model, xs, ys, parse_values(eps_list), attack=attack, norm=norm,
-                                             steps=pgd_steps, seed=target.seed)
+            series[_label(path)] = eps_sweep(target.model, xs, ys, parse_values(eps_list), attack=attack,
+                                             norm=target.threat_model(norm), steps=pgd_steps, seed=target.seed)
         else:
             series[_label(path)] = steps_sweep(target.model, xs, ys, parse_values(steps_list, int),
-                                               eps=_eps(at_eps) or run_eps, attack=attack, norm=norm, seed=target.seed)
+                                               eps=_eps(at_eps) or run_eps, attack=attack,
+                                               norm=target.threat_model(norm), seed=target.seed)
     data = plot_sweep(series, out, xlabel="eps" if eps_list is not None else "attack steps",
                       title="Accuracy vs eps" if eps_list is not None else "Accuracy vs attack steps",
                       reference=reference if eps_list is not None else None)
@@ -243,7 +316,7 @@ def margin(
     robust: Path = typer.Argument(..., help="robust model whose margins along R_init are measured"),
     n: int = typer.Option(512, help="test samples (HAT uses 512-1024)"),
     eps: Optional[str] = EpsOpt,
-    norm: str = NormOpt,
+    norm: Optional[str] = NormOpt,
     steps: int = typer.Option(20, help="PGD steps on the standard model"),
     max_alpha: Optional[float] = typer.Option(None, help="largest |alpha| searched (default sqrt(d))"),
     device: str = typer.Option("auto"),
@@ -262,8 +335,8 @@ def margin(
     std_target, rob_target = load_target(standard, **loading), load_target(robust, **loading)
     x, y, info = eval_data(rob_target.dataset, rob_target.data_dir, n, rob_target.seed)
     budget = _eps(eps) or rob_target.eps or info.default_eps
-    result = margin_analysis(std_target.model, rob_target.model, x, y, eps=budget, norm=norm, steps=steps,
-                             max_alpha=max_alpha)
+    result = margin_analysis(std_target.model, rob_target.model, x, y, eps=budget, norm=rob_target.threat_model(norm),
+                             steps=steps, max_alpha=max_alpha)
     if out is not None:
         from .plots import plot_margins
 

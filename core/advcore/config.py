@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from .errors import ConfigError
 
-__all__ = ["PluginOptions", "RunConfig", "load_config", "apply_overrides", "validate_options", "format_validation_error"]
+__all__ = ["Budget", "PluginOptions", "RunConfig", "load_config", "apply_overrides", "validate_options", "format_validation_error"]
 
 
 class _Section(BaseModel):
@@ -77,12 +78,46 @@ class OptimConfig(_Section):
     grad_clip: float | None = Field(None, gt=0)
 
 
+def _fraction(value: Any) -> Any:
+    """Budgets may be written as papers write them: ``"8/255"``."""
+    if isinstance(value, str) and "/" in value:
+        num, _, den = value.partition("/")
+        try:
+            return float(num) / float(den)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"cannot read {value!r} as a number; write e.g. 0.03137 or 8/255") from None
+    return value
+
+
+Budget = Annotated[float, BeforeValidator(_fraction)]
+
+
 class AttackConfig(_Section):
-    eps: float | None = Field(None, gt=0, le=1, description="Linf budget; default: the dataset's")
-    step_size: float | None = Field(None, gt=0, le=1, description="default eps/4")
+    norm: Literal["Linf", "L2"] = Field(
+        "Linf", description="threat model of training and of the per-epoch evaluation: the Linf (max-pixel) or L2 "
+                            "(Euclidean) ball of radius eps around each input")
+    eps: Budget | None = Field(None, gt=0, description="budget, the ball's radius (0.0314 or 8/255; at most 1 for "
+                                                       "Linf); default: the dataset's Linf budget, L2 needs one")
+    step_size: Budget | None = Field(None, gt=0, description="default eps/4")
     steps: int = Field(10, ge=1)
     model_mode: Literal["auto", "eval", "train"] = Field(
         "auto", description="model mode while examples are generated; auto = the objective's published mode")
+
+    @field_validator("eps", "step_size")
+    @classmethod
+    def _linf_at_most_one(cls, value: float | None, info: ValidationInfo) -> float | None:
+        """An Linf radius above 1 covers the whole [0, 1] box; L2 radii grow with the image size."""
+        if value is not None and value > 1 and info.data.get("norm", "Linf") == "Linf":
+            raise ValueError(f"Input should be less than or equal to 1 (got {value:g}) for attack.norm=Linf; "
+                             f"larger budgets need attack.norm=L2")
+        return value
+
+    @model_validator(mode="after")
+    def _l2_needs_a_budget(self) -> "AttackConfig":
+        if self.norm == "L2" and self.eps is None:
+            raise ValueError("norm L2 needs an explicit attack.eps (the dataset default is a Linf budget); "
+                             "set one, e.g. --set attack.eps=128/255")
+        return self
 
 
 class EvalConfig(_Section):
@@ -119,7 +154,15 @@ class SpeedConfig(_Section):
         return value
 
 
+class RecipeRef(_Section):
+    """Which paper recipe a run came from, so ``advcore report`` can set its numbers beside the paper's."""
+
+    name: str
+    twin: bool = Field(False, description="the scaled-down Fashion-MNIST twin, not the paper-scale run")
+
+
 class RunConfig(_Section):
+    recipe: RecipeRef | None = Field(None, description="set by 'advcore train --recipe'")
     plugins: list[str] = Field(default_factory=list)
     options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-plugin options")
     epochs: int = Field(5, ge=1)
@@ -223,10 +266,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                **fields: Any) -> RunConfig:
-    """File, then explicit fields (CLI flags), then ``--set`` overrides; validated."""
-    data: dict[str, Any] = read_config_file(path) if path else {}
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *,
+                base: dict[str, Any] | None = None, **fields: Any) -> RunConfig:
+    """Recipe (``base``), then file, then explicit fields (CLI flags), then ``--set`` overrides; validated."""
+    data: dict[str, Any] = json.loads(json.dumps(base or {}))
+    if path:
+        _merge(data, read_config_file(path))
     for key, value in fields.items():
         if value is None:
             continue
@@ -240,6 +285,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         return RunConfig.model_validate(data)
     except ValidationError as exc:
         raise _config_error(exc) from None
+
+
+def _merge(into: dict[str, Any], data: dict[str, Any]) -> None:
+    """Deep-merge ``data`` into ``into``: tables merge key by key, values replace."""
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def validate_options(name: str, model: type[BaseModel] | None, values: dict[str, Any]) -> BaseModel | None:

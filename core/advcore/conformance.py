@@ -156,7 +156,7 @@ class Probe:
             raise
 
     def check_examples(self, run, step, adv: torch.Tensor, hook: str, what: str) -> None:
-        """Inside [0, 1] and inside each sample's own budget ``step.eps``."""
+        """Inside [0, 1] and inside each sample's own budget ``step.eps``, in the run's norm (Linf or L2)."""
         adv = adv.detach()
         if not torch.isfinite(adv).all():
             self.problem(run, hook, f"{what} contain NaN or inf")
@@ -164,7 +164,8 @@ class Probe:
         low, high = adv.min().item(), adv.max().item()
         if low < -TOL or high > 1 + TOL:
             self.problem(run, hook, f"{what} leave the input range [0, 1] (min {low:.4g}, max {high:.4g}); clamp them")
-        moved = (adv - step.x.detach()).abs().flatten(1).amax(1)
+        norm = getattr(run, "norm", "Linf")
+        moved = (adv - step.x.detach()).flatten(1).norm(p=float("inf") if norm == "Linf" else 2, dim=1)
         eps = step.eps.detach().to(moved.dtype)
         excess = moved - eps
         if not (excess > TOL).any():
@@ -172,9 +173,9 @@ class Probe:
         i = int(excess.argmax())
         if (moved > eps.max() + TOL).any():
             i = int((moved - eps.max()).argmax())
-            self.problem(run, hook, f"{what} lie outside the eps-ball: sample {i} moved {moved[i]:.4g} (Linf) but "
+            self.problem(run, hook, f"{what} lie outside the eps-ball: sample {i} moved {moved[i]:.4g} ({norm}) but "
                                     f"its budget step.eps[{i}] is {eps[i]:.4g}; project onto the ball "
-                                    f"(advcore.attacks.project)")
+                                    f"(advcore.attacks.project(..., norm=run.norm))")
         else:
             self.problem(run, hook, f"{what} ignore the per-sample budget step.eps: sample {i} moved "
                                     f"{moved[i]:.4g} but its budget is {eps[i]:.4g} (the batch's largest is "

@@ -16,13 +16,12 @@ from typing import Callable, Iterable
 
 import torch
 
-from .attacks import ce_loss, cw_loss, model_mode
+from .attacks import NORMS, ce_loss, cw_loss, flat_norm, model_mode, project, random_start, step_direction
 from .errors import ConfigError
 
 __all__ = ["NORMS", "AA_VERSIONS", "AA_ATTACKS", "Attack", "parse_attacks", "predict", "lp_direction",
            "lp_project", "lp_random_start", "pgd_flags", "square_flags", "attack_flags", "progress_bar"]
 
-NORMS = ("Linf", "L2")
 AA_VERSIONS = ("standard", "plus", "rand", "custom")
 AA_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 KINDS = ("pgd", "cw", "mim", "fgsm", "square", "autoattack")
@@ -62,7 +61,7 @@ class Attack:
 
 def parse_attacks(names: Iterable[str], *, pgd_steps: int = 20, restarts: int = 1, square_queries: int = 5000,
                   aa_version: str = "standard", aa_attacks: Iterable[str] | None = None) -> list[Attack]:
-    """``pgd``, ``pgd-100`` (steps), ``cw``, ``mim``, ``fgsm``, ``square``, ``square-1000`` (queries), ``autoattack``."""
+    """``pgd``, ``pgd-100`` (steps), ``pgd-100x5`` (steps x restarts), ``cw``, ``mim``, ``fgsm``, ``square``, ``square-1000`` (queries), ``autoattack``."""
     if aa_version not in AA_VERSIONS:
         raise ConfigError(f"--aa-version: invalid value {aa_version!r} (allowed: {', '.join(AA_VERSIONS)})")
     components = tuple(aa_attacks or ())
@@ -77,14 +76,15 @@ def parse_attacks(names: Iterable[str], *, pgd_steps: int = 20, restarts: int = 
         raise ConfigError("--pgd-steps and --restarts must be at least 1")
     out = []
     for name in names:
-        match = re.fullmatch(r"([a-z]+)(?:-(\d+))?", name.strip().lower())
-        kind, number = (match.group(1), match.group(2)) if match else (name, None)
-        if kind not in KINDS or (number is not None and kind in ("fgsm", "autoattack")) or number == "0":
-            raise ConfigError(f"--attack: unknown attack {name!r}; choose from pgd, pgd-K, cw, cw-K, mim, mim-K, "
-                              f"fgsm, square, square-Q, autoattack")
+        match = re.fullmatch(r"([a-z]+)(?:-(\d+)(?:x(\d+))?)?", name.strip().lower())
+        kind, number, times = (match.group(1), match.group(2), match.group(3)) if match else (name, None, None)
+        if (kind not in KINDS or (number is not None and kind in ("fgsm", "autoattack")) or number == "0"
+                or (times is not None and (kind not in ("pgd", "cw") or int(times) < 1))):
+            raise ConfigError(f"--attack: unknown attack {name!r}; choose from pgd, pgd-K, pgd-KxR (R restarts), "
+                              f"cw, cw-K, cw-KxR, mim, mim-K, fgsm, square, square-Q, autoattack")
         n = int(number) if number else None
         if kind in ("pgd", "cw"):
-            out.append(Attack(kind, steps=n or pgd_steps, restarts=restarts))
+            out.append(Attack(kind, steps=n or pgd_steps, restarts=int(times) if times else restarts))
         elif kind == "mim":
             out.append(Attack(kind, steps=n or pgd_steps))
         elif kind == "square":
@@ -98,38 +98,22 @@ def parse_attacks(names: Iterable[str], *, pgd_steps: int = 20, restarts: int = 
     return out
 
 
-# --- geometry of the Linf and L2 balls -----------------------------------------------------
-
-
-def _flat_norm(x: torch.Tensor, p: float) -> torch.Tensor:
-    return x.flatten(1).norm(p=p, dim=1).view(-1, *([1] * (x.dim() - 1)))
+# --- geometry of the Linf and L2 balls (the training primitives, with a scalar budget) ------
 
 
 def lp_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
     """The unit-norm steepest-ascent step: sign(g) for Linf, g/||g||_2 for L2."""
-    if norm == "Linf":
-        return grad.sign()
-    return grad / _flat_norm(grad, 2).clamp_min(1e-12)
+    return step_direction(grad, norm)
 
 
 def lp_project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     """Project onto the eps-ball around ``x`` (then onto the [0, 1] box)."""
-    delta = x_adv - x
-    if norm == "Linf":
-        delta = delta.clamp(-eps, eps)
-    else:
-        delta = delta * (eps / _flat_norm(delta, 2).clamp_min(1e-12)).clamp(max=1.0)
-    return (x + delta).clamp(0, 1)
+    return project(x_adv, x, eps, norm)
 
 
 def lp_random_start(x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     """Uniform in the Linf cube, or a random direction scaled to a uniform radius in the L2 ball."""
-    if norm == "Linf":
-        return (x + (torch.rand_like(x) * 2 - 1) * eps).clamp(0, 1)
-    direction = torch.randn_like(x)
-    direction = direction / _flat_norm(direction, 2).clamp_min(1e-12)
-    radius = torch.rand(x.shape[0], *([1] * (x.dim() - 1)), device=x.device, dtype=x.dtype) * eps
-    return (x + direction * radius).clamp(0, 1)
+    return random_start(x, eps, "uniform", norm)
 
 
 def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -167,7 +151,7 @@ def pgd_flags(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: 
             survived &= logits.argmax(1) == ys
             (grad,) = torch.autograd.grad(loss_fn(logits, ys).sum(), x_adv)
             if momentum is not None:
-                velocity = momentum * velocity + grad / _flat_norm(grad, 1).clamp_min(1e-12)
+                velocity = momentum * velocity + grad / flat_norm(grad, 1).clamp_min(1e-12)
                 grad = velocity
             x_adv = lp_project(x_adv.detach() + alpha * lp_direction(grad, norm), xs, eps, norm)
         with torch.no_grad():

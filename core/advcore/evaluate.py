@@ -39,6 +39,11 @@ class EvalTarget:
     eps: float | None
     source: str
     run_dir: Path | None = None
+    norm: str | None = None  # the run's attack.norm; None for a plain state dict
+
+    def threat_model(self, norm: str | None) -> str:
+        """The norm asked for, else the run's, else Linf."""
+        return norm or self.norm or "Linf"
 
 
 def load_model(path: str | Path, device: str = "auto", *, ema: bool = False
@@ -82,7 +87,7 @@ def load_target(path: str | Path, *, device: str = "auto", ema: bool = False, ar
         manifest_path = ckpt.checkpoint_paths(path)
         run_dir = manifest_path.parent.parent if manifest_path.parent.name == "checkpoints" else None
         return EvalTarget(model, dataset or config.data.dataset, data_dir or config.data.data_dir, config.seed,
-                          config.attack.eps, str(path), run_dir)
+                          config.attack.eps, str(path), run_dir, config.attack.norm)
     if ema:
         raise ConfigError("--ema needs an advcore checkpoint (run directory or .json), not a state dict file")
     if not arch or not dataset:
@@ -124,16 +129,17 @@ def run_attacks(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps
 
 
 def evaluate_checkpoint(path: str | Path, *, attacks: Iterable[str], n: int | None = None, eps: float | None = None,
-                        norm: str = "Linf", pgd_steps: int = 20, restarts: int = 1, step_size: float | None = None,
+                        norm: str | None = None, pgd_steps: int = 20, restarts: int = 1, step_size: float | None = None,
                         device: str = "auto", aa_version: str = "standard", aa_attacks: Iterable[str] | None = None,
                         square_queries: int = 5000, batch_size: int = 256, ema: bool = False,
                         arch: str | None = None, dataset: str | None = None, data_dir: str | None = None,
                         width: int | None = None, normalize: bool = False, checks: bool = False,
                         surrogate: str | Path | None = None, corruptions: str | Path | None = None,
                         out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Everything ``advcore eval`` prints, as one dict."""
+    """Everything ``advcore eval`` prints, as one dict; ``norm=None`` is the run's threat model (else Linf)."""
     loading = dict(device=device, arch=arch, dataset=dataset, data_dir=data_dir, width=width, normalize=normalize)
     target = load_target(path, ema=ema, **loading)
+    norm = target.threat_model(norm)
     x, y, info = eval_data(target.dataset, target.data_dir, n, target.seed)
     eps = eps if eps is not None else (target.eps or info.default_eps)
     state_dir = Path(out) if out else (target.run_dir / "eval" if target.run_dir else None)

@@ -152,7 +152,9 @@ def advcore_generate_adversarial(run: "Run", step: "Step", objective: "AttackObj
     """Example generation by the base adversary (exactly one plugin owns this role).
 
     Called with the model already in ``objective.mode`` and parameter gradients off.
-    Must honour the per-sample budget ``step.eps`` [B] and keep inputs in [0, 1]. Returns
+    Must honour the per-sample budget ``step.eps`` [B] in the run's threat model
+    ``run.norm`` ("Linf" or "L2"; pass it to ``advcore.attacks.pgd``/``project``, or refuse
+    L2 with a ConfigError in ``advcore_on_run_start``) and keep inputs in [0, 1]. Returns
     the adversarial batch, stored by the core as ``examples["attack"]`` and
     ``examples["adv"]``. Stops at the first non-None result.
     """

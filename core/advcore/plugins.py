@@ -18,7 +18,7 @@ import torch
 from pydantic import BaseModel
 
 from . import hookspecs
-from .errors import PluginError
+from .errors import AdvcoreError, PluginError
 
 ENTRY_POINT_GROUP = "advcore.plugins"
 EXCLUSIVE_ROLES = ("objective", "adversary")
@@ -200,7 +200,7 @@ class Hooks:
     def _call(self, name: str, **kwargs: Any) -> Any:
         try:
             return getattr(self.pm.hook, name)(**kwargs)
-        except PluginError:
+        except AdvcoreError:  # a plugin's own one-line message for the user: shown as it is
             raise
         except Exception as exc:
             plugin = _failing_plugin(self.pm, name, exc)

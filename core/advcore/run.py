@@ -23,7 +23,8 @@ class Run:
 
     ``options[name]`` is plugin ``name``'s validated options; ``stash[name]`` is where a
     plugin keeps runtime objects (auxiliary networks, proxies) between hooks; ``state``
-    holds per-sample tensors keyed by dataset index.
+    holds per-sample tensors keyed by dataset index. ``norm`` ("Linf" or "L2") is the threat
+    model: pass it to ``advcore.attacks.pgd``/``project``/``random_start``.
     """
 
     config: RunConfig
@@ -40,6 +41,7 @@ class Run:
     state: SampleState
     eps: float
     step_size: float
+    norm: str = "Linf"  # attack.norm: the ball every adversary and the per-epoch evaluation use
     steps_per_epoch: int = 1
     stash: dict[str, Any] = field(default_factory=dict)
     epoch: int = 0

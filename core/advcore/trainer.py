@@ -116,12 +116,9 @@ def set_lr(run: Run) -> None:
         group["lr"] = lr
 
 
-def build_run(config: RunConfig, out: str | Path | None, *, rank: int = 0, world_size: int = 1,
-              plugins: list[Installed] | None = None) -> tuple[Run, Loader]:
-    """Resolve plugins, load data, build model and optimizer; nothing is trained yet."""
-    if config.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    seed_everything(config.seed)
+def resolve_composition(config: RunConfig, plugins: list[Installed] | None = None
+                        ) -> tuple[list[Installed], dict[str, Any]]:
+    """The enabled plugins (defaults added) and each one's validated options; no data is touched."""
     plugins = resolve(config.plugins) if plugins is None else plugins
     names = {p.name for p in plugins}
     unknown = sorted(set(config.options) - names)
@@ -129,7 +126,16 @@ def build_run(config: RunConfig, out: str | Path | None, *, rank: int = 0, world
         raise ConfigError(
             f"options.{unknown[0]}: plugin '{unknown[0]}' is not enabled; add --plugin {unknown[0]} or drop its options"
         )
-    options = {p.name: validate_options(p.name, p.info.options, config.options.get(p.name, {})) for p in plugins}
+    return plugins, {p.name: validate_options(p.name, p.info.options, config.options.get(p.name, {})) for p in plugins}
+
+
+def build_run(config: RunConfig, out: str | Path | None, *, rank: int = 0, world_size: int = 1,
+              plugins: list[Installed] | None = None) -> tuple[Run, Loader]:
+    """Resolve plugins, load data, build model and optimizer; nothing is trained yet."""
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    seed_everything(config.seed)
+    plugins, options = resolve_composition(config, plugins)
     hooks = Hooks(build_manager(plugins))
     device = resolve_device(config.device)
     train_set, test_set, info = load_dataset(config.data.dataset, data_dir=config.data.data_dir,
@@ -142,7 +148,7 @@ def build_run(config: RunConfig, out: str | Path | None, *, rank: int = 0, world
     run = Run(config=config, out=Path(out) if out else None, device=device, plugins=plugins, hooks=hooks,
               options=options, info=info, train_set=train_set, test_set=test_set, model=model,
               optimizer=None,  # type: ignore[arg-type]  (built after the model is configured)
-              state=SampleState(len(train_set), device), eps=eps, step_size=step_size,
+              state=SampleState(len(train_set), device), eps=eps, step_size=step_size, norm=config.attack.norm,
               rank=rank, world_size=world_size)
     hooks.configure_model(run, model)
     model.to(device)
@@ -229,8 +235,9 @@ def train_step(run: Run, batch, epoch: int, batch_no: int) -> Step:
 
 
 def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float, step_size: float,
-             steps: int, restarts: int = 1, batch_size: int = 256, device: torch.device | str = "cpu") -> dict[str, float]:
-    """Clean and PGD accuracy of ``model`` (eval mode) on uint8 or float images."""
+             steps: int, restarts: int = 1, batch_size: int = 256, device: torch.device | str = "cpu",
+             norm: str = "Linf") -> dict[str, float]:
+    """Clean and PGD accuracy of ``model`` (eval mode) on uint8 or float images, in the ``norm`` ball."""
     correct = robust = 0
     with model_mode(model, "eval"):
         for start in range(0, labels.shape[0], batch_size):
@@ -239,7 +246,7 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
             y = labels[start:start + batch_size].to(device)
             with torch.no_grad():
                 correct += (model(x).argmax(1) == y).sum().item()
-            adv = pgd_eval(model, x, y, eps=eps, step_size=step_size, steps=steps, restarts=restarts)
+            adv = pgd_eval(model, x, y, eps=eps, step_size=step_size, steps=steps, restarts=restarts, norm=norm)
             with torch.no_grad():
                 robust += (model(adv).argmax(1) == y).sum().item()
     n = max(labels.shape[0], 1)
@@ -252,7 +259,7 @@ def evaluate_run(run: Run, model: torch.nn.Module | None = None) -> dict[str, fl
     model = run.model if model is None else model
     return evaluate(model, run.test_set.images[idx], run.test_set.labels[idx], eps=run.eps,
                     step_size=run.eps / 4, steps=c.eval.pgd_steps, restarts=c.eval.restarts,
-                    batch_size=c.data.eval_batch_size, device=run.device)
+                    batch_size=c.data.eval_batch_size, device=run.device, norm=run.norm)
 
 
 # --- checkpoints ------------------------------------------------------------------------
@@ -399,7 +406,8 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
         start_epoch, start_batch, partial = _restore_latest(run, out, fallback, log)
         history = _read_metrics(out, start_epoch) if run.is_main() else []  # one process rewrites the file
         best = max((m.get("robust_acc", -1.0) for m in history), default=-1.0)
-    log(f"advcore: {config.data.dataset}, {len(loader)} batches/epoch, eps {run.eps:.4g}, "
+    log(f"advcore: {config.data.dataset}, {len(loader)} batches/epoch, eps {run.eps:.4g}"
+        + ("" if run.norm == "Linf" else f" ({run.norm})") + ", "
         f"plugins {' + '.join(run.plugin_names)}" + (f", resuming at epoch {start_epoch + 1}" if resume else ""))
     run.hooks.on_run_start(run)
     with StopOnSignal() as stop, metrics_board(out, start_epoch, tensorboard and run.is_main()) as board:

@@ -15,8 +15,9 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from advcore import PluginInfo, PluginOptions, hookimpl
+from advcore import Budget, PluginInfo, PluginOptions, hookimpl
 from advcore.attacks import as_budget, input_gradient, project
+from advcore.errors import ConfigError
 
 from .frame import FrameWindow
 
@@ -26,7 +27,7 @@ VISITED = "fast-atta.visited"
 
 
 class Options(PluginOptions):
-    alpha: float | None = Field(None, gt=0, le=1, description="step size; none = alpha_ratio * each sample's eps")
+    alpha: Budget | None = Field(None, gt=0, le=1, description="step size (e.g. 4/255); none = alpha_ratio * each sample's eps")
     alpha_ratio: float = Field(0.5, gt=0, description="step as a multiple of eps when alpha is none "
                                                       "(0.5: 4/255 at eps 8/255, the paper's)")
     steps: int = Field(1, ge=1, description="projected steps per visit (ATTA-1; the ATTA code also has 3 and 10)")
@@ -65,8 +66,10 @@ def _stash(run) -> dict:
     return run.stash.setdefault(NAME, {"last_reset": -1})
 
 
-@hookimpl
+@hookimpl(tryfirst=True)  # refuse L2 before other plugins' run-start work
 def advcore_on_run_start(run):
+    if run.norm != "Linf":  # cube starts and signed steps on cached perturbations: the Linf construction
+        raise ConfigError(f"{NAME} supports attack.norm=Linf only; use the default pgd adversary for {run.norm}")
     caches(run, *run.train_set.images.shape[1:3])
 
 

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from advcore import PluginInfo, PluginOptions, hookimpl
 from advcore.attacks import pgd
+from advcore.errors import ConfigError
 
 NAME = "fgsm-rs"
 
@@ -19,6 +20,13 @@ class Options(PluginOptions):
 @hookimpl
 def advcore_plugin_info():
     return PluginInfo(summary="FGSM with random start, step 1.25*eps", roles=("adversary",), options=Options)
+
+
+@hookimpl(tryfirst=True)  # refuse L2 before other plugins' run-start work
+def advcore_on_run_start(run):
+    """One signed step from a uniform cube start is an Linf construction (step size 1.25 eps)."""
+    if run.norm != "Linf":
+        raise ConfigError(f"{NAME} supports attack.norm=Linf only; use the default pgd adversary for {run.norm}")
 
 
 @hookimpl

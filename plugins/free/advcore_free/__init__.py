@@ -10,6 +10,7 @@ from pydantic import Field
 
 from advcore import PluginInfo, PluginOptions, hookimpl
 from advcore.attacks import project
+from advcore.errors import ConfigError
 
 NAME = "free"
 
@@ -24,8 +25,10 @@ def advcore_plugin_info():
                       roles=("adversary",), options=Options)
 
 
-@hookimpl
+@hookimpl(tryfirst=True)  # refuse L2 before other plugins' run-start work
 def advcore_on_run_start(run):
+    if run.norm != "Linf":  # the replayed step eps * sign(grad) is the Linf ascent
+        raise ConfigError(f"{NAME} supports attack.norm=Linf only; use the default pgd adversary for {run.norm}")
     run.replays = run.options[NAME].replays
 
 

@@ -1,6 +1,6 @@
 """IAAT: instance adaptive adversarial training (Balaji et al., Alg. 1-2, App. E).
 
-Sample selection only: every sample keeps its own Linf radius in the per-sample state
+Sample selection only: every sample keeps its own radius (in the run's ``attack.norm``) in the per-sample state
 store. During warm-up all samples get the uniform radius eps_w; afterwards each visit runs
 Alg. 2 (attacks at eps_i + gamma and eps_i pick up / keep / down) and smooths the pick into
 the stored radius. The base adversary then attacks with ``step.eps`` = these radii, so IAAT
@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from advcore import PluginInfo, PluginOptions, hookimpl
+from advcore import Budget, PluginInfo, PluginOptions, hookimpl
 from advcore.attacks import model_mode
 
 from .radius import attack_step_size, choose_radius, predicts_label, smooth_radius, survives_attack
@@ -28,12 +28,12 @@ CSV_NAME = "iaat-radii.csv"
 
 class Options(PluginOptions):
     warmup: int = Field(5, ge=0, description="epochs trained with the uniform radius before the search starts")
-    warmup_eps: float | None = Field(None, gt=0, le=1, description="radius during warm-up; default the run's eps")
-    gamma: float = Field(1.9 / 255, gt=0, description="search step: candidates eps_i + gamma, eps_i, eps_i - gamma")
+    warmup_eps: Budget | None = Field(None, gt=0, le=1, description="radius during warm-up; default the run's eps")
+    gamma: Budget = Field(1.9 / 255, gt=0, description="search step: candidates eps_i + gamma, eps_i, eps_i - gamma")
     beta: float = Field(0.1, gt=0, le=1, description="smoothing: new = beta * picked + (1 - beta) * stored")
     search_steps: int | None = Field(None, ge=1, description="PGD steps of the two search attacks; default attack.steps")
     step_ratio: float = Field(0.2, gt=0, description="per-sample PGD step max(step_ratio * eps_i, attack.step_size)")
-    lower_bound: float = Field(0.0, ge=0, description="floor applied to the smoothed radius (App. E.2 uses 4/255)")
+    lower_bound: Budget = Field(0.0, ge=0, description="floor applied to the smoothed radius (App. E.2 uses 4/255)")
     misclassified: Literal["clean", "code"] = Field(
         "clean", description="clean: misclassified samples train on x (paper Alg. 1); "
                              "code: they keep the smoothed radius of the zeroed pick (authors' code)")
@@ -84,7 +84,7 @@ def _warmup(run, o, correct):
 def _search(run, step, o, correct, prev):
     """Alg. 2 with the two attacks run on the whole batch (as the authors' code does)."""
     steps = o.search_steps or step.steps
-    kw = dict(step_ratio=o.step_ratio, step_floor=run.step_size, steps=steps)
+    kw = dict(step_ratio=o.step_ratio, step_floor=run.step_size, steps=steps, norm=run.norm)
     ok_high = survives_attack(step.model, step.x, step.y, prev + o.gamma, **kw)
     ok_current = survives_attack(step.model, step.x, step.y, prev, **kw)
     picked = choose_radius(prev, ok_high, ok_current, o.gamma)

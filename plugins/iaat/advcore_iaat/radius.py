@@ -26,10 +26,10 @@ def predicts_label(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
 
 
 def survives_attack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, *,
-                    step_ratio: float, step_floor: float, steps: int) -> torch.Tensor:
-    """[B] bool: the label survives a fresh CE PGD attack at per-sample radius ``eps``."""
+                    step_ratio: float, step_floor: float, steps: int, norm: str = "Linf") -> torch.Tensor:
+    """[B] bool: the label survives a fresh CE PGD attack at per-sample radius ``eps`` (``norm`` ball)."""
     step_size = attack_step_size(eps, step_ratio, step_floor)
-    adv = pgd(model, x, y, ce_loss, eps=eps, step_size=step_size, steps=steps, init="uniform")
+    adv = pgd(model, x, y, ce_loss, eps=eps, step_size=step_size, steps=steps, init="uniform", norm=norm)
     return predicts_label(model, adv, y)
 
 

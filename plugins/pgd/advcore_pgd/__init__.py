@@ -1,4 +1,7 @@
-"""The default base adversary: K projected signed-gradient steps on the objective's inner loss."""
+"""The default base adversary: K projected steepest-ascent steps on the objective's inner loss.
+
+Signed steps in the Linf ball, normalised-gradient steps in the L2 ball (``attack.norm``).
+"""
 
 from advcore import PluginInfo, hookimpl
 from advcore.attacks import pgd
@@ -11,7 +14,7 @@ def advcore_plugin_info():
 
 
 @hookimpl
-def advcore_generate_adversarial(step, objective):
+def advcore_generate_adversarial(run, step, objective):
     target = objective.target(step.model, step.x, step.y)
     return pgd(step.model, step.x, target, objective.loss, eps=step.eps, step_size=step.step_size,
-               steps=step.steps, init=objective.init)
+               steps=step.steps, init=objective.init, norm=run.norm)

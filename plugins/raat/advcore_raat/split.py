@@ -49,7 +49,7 @@ def attacked_reduction(run, step, eta: float) -> torch.Tensor:
     with model_mode(step.model, run.attack_mode(objective.mode)):
         target = objective.target(step.model, step.x, step.y)
         return pgd(step.model, step.x, target, objective.loss, eps=step.eps * eta,
-                   step_size=step.step_size * eta, steps=step.steps, init=objective.init)
+                   step_size=step.step_size * eta, steps=step.steps, init=objective.init, norm=run.norm)
 
 
 @torch.no_grad()
