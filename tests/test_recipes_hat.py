@@ -9,14 +9,12 @@ fraction, HAT + AWP's beta) are explained in each recipe's notes and have no row
 """
 
 from fractions import Fraction
-from functools import lru_cache
-from pathlib import Path
 
 import pytest
 
 from advcore.recipes import find_recipe
+from recipe_quotes import assert_quoted, recipe_value
 
-PAPERS = Path(__file__).resolve().parents[2] / "shared" / "papers"
 SOURCES = {"paper": "000_108518648b981545.txt", "notes": "reference-notes.md"}
 
 TABLE2 = {"cifar10": 0, "cifar100": 2, "svhn": 4}  # dataset -> its clean column in a Table 2 row
@@ -155,37 +153,18 @@ def _table8_rows():
 
 
 ROWS = _table2_rows() + _table3_rows() + _table8_rows()
-ROWS += [(name, "checkpoint", "best", "paper", EARLY_STOP) for name in
+ROWS += [(name, "recipe.checkpoint", "best", "paper", EARLY_STOP) for name in
          sorted({r[0] for r in ROWS} - set(TABLE8))]
-
-
-def _lookup(name: str, key: str):
-    recipe = find_recipe(name)
-    if key == "checkpoint":
-        return recipe.checkpoint
-    if key.startswith("reported."):
-        return recipe.reported[key.removeprefix("reported.")]
-    node = recipe.run_config()
-    for part in key.split("."):
-        assert isinstance(node, dict) and part in node, f"{name}: {key} is not set in the recipe"
-        node = node[part]
-    return node
 
 
 def _as_fraction(value):
     return Fraction(value) if isinstance(value, str) and "/" in value else value
 
 
-@lru_cache(maxsize=None)
-def _source_text(source: str) -> str:
-    return " ".join((PAPERS / SOURCES[source]).read_text().split())
-
-
 @pytest.mark.parametrize("name,key,expected,source,quote", ROWS, ids=[f"{r[0]}:{r[1]}" for r in ROWS])
 def test_recipe_value_matches_the_paper(name, key, expected, source, quote):
-    assert _as_fraction(_lookup(name, key)) == _as_fraction(expected)
-    if PAPERS.is_dir():
-        assert " ".join(quote.split()) in _source_text(source), f"quote not found in {SOURCES[source]}: {quote!r}"
+    assert _as_fraction(recipe_value(name, key)) == _as_fraction(expected)  # exactly as the paper writes it
+    assert_quoted(quote, SOURCES[source])
 
 
 def test_every_hat_recipe_is_covered():

@@ -7,14 +7,13 @@ is really there. The WRN-32-10 rows run on advcore's wrn-34-10 (see the recipes'
 their architecture has no row here.
 """
 
-from fractions import Fraction
-from pathlib import Path
 
 import pytest
 
 from advcore.recipes import find_recipe
+from recipe_quotes import assert_quoted, recipe_value, same
 
-PAPER = Path(__file__).resolve().parents[2] / "shared" / "papers" / "002_06f1661dc475c0a2.txt"
+PAPER = "002_06f1661dc475c0a2.txt"
 
 RESNET18 = ["iaat/cifar10-pgd-at-resnet18", "iaat/cifar10-iaat-resnet18"]
 WRN = ["iaat/cifar10-pgd-at-wrn-32-10", "iaat/cifar10-iaat-wrn-32-10"]
@@ -83,46 +82,11 @@ def _rows():
 ROWS = _rows()
 
 
-def normalized(text: str) -> str:
-    return " ".join(text.split())
-
-
-def recipe_value(name: str, key: str):
-    recipe = find_recipe(name)
-    if key.startswith("reported."):
-        return recipe.reported[key.removeprefix("reported.")]
-    if key == "recipe.attacks":
-        return list(recipe.attacks)
-    node = recipe.run_config()
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
-def fraction(text: str) -> Fraction:
-    """A budget as papers write it, "8/255" or "1.9/255", as an exact fraction."""
-    num, _, den = text.partition("/")
-    return Fraction(num) / Fraction(den or "1")
-
-
-def assert_same(actual, expected, where: str) -> None:
-    if isinstance(expected, str) and "/" in expected:  # a budget: compare as fractions
-        if isinstance(actual, str):
-            assert fraction(actual) == fraction(expected), where
-        else:
-            assert actual == pytest.approx(float(fraction(expected)), rel=1e-9), where
-    elif isinstance(expected, float):
-        assert actual == pytest.approx(expected, rel=1e-9, abs=1e-12), where
-    else:
-        assert actual == expected, where
-
-
 @pytest.mark.parametrize("name,key,expected,quote", ROWS, ids=[f"{r[0]}:{r[1]}" for r in ROWS])
 def test_recipe_value_is_the_papers(name, key, expected, quote):
     actual = recipe_value(name, key)
-    assert_same(actual, expected, f"{name} {key} = {actual!r}, the paper says {expected!r}: {quote!r}")
-    if PAPER.parent.is_dir():
-        assert normalized(quote) in normalized(PAPER.read_text()), f"quote not in {PAPER.name}: {quote!r}"
+    assert same(actual, expected), f"{name} {key} = {actual!r}, the paper says {expected!r}: {quote!r}"
+    assert_quoted(quote, PAPER)
 
 
 def test_twin_leaves_the_search_room_after_warm_up():

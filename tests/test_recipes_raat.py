@@ -5,16 +5,13 @@ Every row quotes the paper text that states the value; when the paper texts are 
 shared checkout beside the repository), the quote must occur in the paper.
 """
 
-import math
-from fractions import Fraction
-from pathlib import Path
 
 import pytest
 
-from advcore.config import load_config
 from advcore.recipes import find_recipe
+from recipe_quotes import assert_quoted, recipe_value, same
 
-PAPER = Path(__file__).resolve().parents[2] / "shared" / "papers" / "003_e22cbcdaa13759c1.txt"
+PAPER = "003_e22cbcdaa13759c1.txt"
 
 DATASETS = ("cifar10", "cifar100")
 METHODS = ("pgd-at", "trades", "mart", "cons-at", "raat", "raatpp")
@@ -116,45 +113,11 @@ ROWS = (
 )
 
 
-def recipe_value(name: str, key: str):
-    """``reported.<key>`` from the paper numbers, ``recipe.<attr>`` from the recipe, else the run config."""
-    recipe = find_recipe(name)
-    head, _, rest = key.partition(".")
-    if head == "reported":
-        return recipe.reported[rest]
-    if head == "recipe":
-        return getattr(recipe, rest)
-    node = load_config(base=recipe.run_config()).model_dump()  # validated, with advcore's defaults filled in
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
-def as_number(value):
-    return float(Fraction(value)) if isinstance(value, str) else float(value)
-
-
-def same(actual, expected) -> bool:
-    if isinstance(expected, (bool, list)) or (isinstance(expected, str) and "/" not in expected):
-        return actual == expected
-    return math.isclose(as_number(actual), as_number(expected), rel_tol=1e-9)
-
-
-def normalized(text: str) -> str:
-    return " ".join(text.split())
-
-
-@pytest.fixture(scope="module")
-def paper_text():
-    return normalized(PAPER.read_text()) if PAPER.is_file() else None
-
-
 @pytest.mark.parametrize("name,key,expected,quote", ROWS, ids=[f"{r[0]}:{r[1]}" for r in ROWS])
-def test_recipe_value_is_the_papers(name, key, expected, quote, paper_text):
-    actual = recipe_value(name, key)
+def test_recipe_value_is_the_papers(name, key, expected, quote):
+    actual = recipe_value(name, key, with_defaults=True)  # validated, with advcore's defaults filled in
     assert same(actual, expected), f"{name}: {key} = {actual!r}, the paper states {expected!r}: {quote!r}"
-    if paper_text is not None:
-        assert normalized(quote) in paper_text, f"quote not in the RAAT paper text: {quote!r}"
+    assert_quoted(quote, PAPER)
 
 
 def test_every_table_1_resnet18_row_has_a_recipe():

@@ -78,8 +78,8 @@ class OptimConfig(_Section):
     grad_clip: float | None = Field(None, gt=0)
 
 
-def _fraction(value: Any) -> Any:
-    """Budgets may be written as papers write them: ``"8/255"``."""
+def parse_fraction(value: Any) -> Any:
+    """Budgets may be written as papers write them: ``"8/255"`` (other values pass unchanged)."""
     if isinstance(value, str) and "/" in value:
         num, _, den = value.partition("/")
         try:
@@ -89,7 +89,7 @@ def _fraction(value: Any) -> Any:
     return value
 
 
-Budget = Annotated[float, BeforeValidator(_fraction)]
+Budget = Annotated[float, BeforeValidator(parse_fraction)]
 
 
 class AttackConfig(_Section):

@@ -19,8 +19,7 @@ import torch
 from .attacks import NORMS, ce_loss, cw_loss, flat_norm, model_mode, project, random_start, step_direction
 from .errors import ConfigError
 
-__all__ = ["NORMS", "AA_VERSIONS", "AA_ATTACKS", "Attack", "parse_attacks", "predict", "lp_direction",
-           "lp_project", "lp_random_start", "pgd_flags", "square_flags", "attack_flags", "progress_bar"]
+__all__ = ["NORMS", "AA_VERSIONS", "AA_ATTACKS", "Attack", "parse_attacks", "predict", "pgd_flags", "square_flags", "attack_flags", "progress_bar"]
 
 AA_VERSIONS = ("standard", "plus", "rand", "custom")
 AA_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
@@ -98,24 +97,6 @@ def parse_attacks(names: Iterable[str], *, pgd_steps: int = 20, restarts: int = 
     return out
 
 
-# --- geometry of the Linf and L2 balls (the training primitives, with a scalar budget) ------
-
-
-def lp_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
-    """The unit-norm steepest-ascent step: sign(g) for Linf, g/||g||_2 for L2."""
-    return step_direction(grad, norm)
-
-
-def lp_project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    """Project onto the eps-ball around ``x`` (then onto the [0, 1] box)."""
-    return project(x_adv, x, eps, norm)
-
-
-def lp_random_start(x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    """Uniform in the Linf cube, or a random direction scaled to a uniform radius in the L2 ball."""
-    return random_start(x, eps, "uniform", norm)
-
-
 def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Predicted labels, batched, without gradients."""
     with torch.no_grad():
@@ -142,7 +123,7 @@ def pgd_flags(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: 
         if alive.numel() == 0:
             break
         xs, ys = x[alive], y[alive]
-        x_adv = lp_random_start(xs, eps, norm) if random_init else xs.clone()
+        x_adv = random_start(xs, eps, "uniform", norm) if random_init else xs.clone()
         survived = torch.ones_like(ys, dtype=torch.bool)
         velocity = torch.zeros_like(xs)
         for _ in range(steps):
@@ -153,7 +134,7 @@ def pgd_flags(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: 
             if momentum is not None:
                 velocity = momentum * velocity + grad / flat_norm(grad, 1).clamp_min(1e-12)
                 grad = velocity
-            x_adv = lp_project(x_adv.detach() + alpha * lp_direction(grad, norm), xs, eps, norm)
+            x_adv = project(x_adv.detach() + alpha * step_direction(grad, norm), xs, eps, norm)
         with torch.no_grad():
             survived &= model(x_adv).argmax(1) == ys
         robust[alive] = survived

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from .attacks import ce_loss, model_mode
-from .eval_attacks import lp_direction, lp_project, lp_random_start, pgd_flags, predict, progress_bar, square_flags
+from .attacks import ce_loss, model_mode, pgd
+from .eval_attacks import pgd_flags, predict, progress_bar, square_flags
 
 __all__ = ["CheckResult", "gradient_masking_checks", "summarize_checks", "transfer_flags"]
 
@@ -47,11 +47,7 @@ def transfer_flags(surrogate: torch.nn.Module, target: torch.nn.Module, x: torch
     """True where the target still classifies PGD examples crafted on the surrogate correctly."""
     alpha = eps / 4 if step_size is None else step_size
     with model_mode(surrogate, "eval"):
-        x_adv = lp_random_start(x, eps, norm)
-        for _ in range(steps):
-            x_adv = x_adv.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(ce_loss(surrogate(x_adv), y).sum(), x_adv)
-            x_adv = lp_project(x_adv.detach() + alpha * lp_direction(grad, norm), x, eps, norm)
+        x_adv = pgd(surrogate, x, y, ce_loss, eps=eps, step_size=alpha, steps=steps, norm=norm)
     with torch.no_grad():
         return target(x_adv).argmax(1) == y
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from .attacks import ce_loss, model_mode
-from .eval_attacks import lp_direction, lp_project, lp_random_start, predict, progress_bar
+from .attacks import ce_loss, model_mode, pgd
+from .eval_attacks import predict, progress_bar
 
 __all__ = ["initial_directions", "directional_margin", "margin_summary", "margin_analysis"]
 
@@ -35,11 +35,7 @@ def initial_directions(standard: torch.nn.Module, x: torch.Tensor, y: torch.Tens
     with model_mode(standard, "eval"):
         for i in range(0, y.shape[0], batch_size):
             xs, ys = x[i:i + batch_size], y[i:i + batch_size]
-            x_adv = lp_random_start(xs, eps, norm)
-            for _ in range(steps):
-                x_adv = x_adv.detach().requires_grad_(True)
-                (grad,) = torch.autograd.grad(ce_loss(standard(x_adv), ys).sum(), x_adv)
-                x_adv = lp_project(x_adv.detach() + alpha * lp_direction(grad, norm), xs, eps, norm)
+            x_adv = pgd(standard, xs, ys, ce_loss, eps=eps, step_size=alpha, steps=steps, norm=norm)
             delta = (x_adv - xs).flatten(1)
             out.append((delta / delta.norm(dim=1, keepdim=True).clamp_min(1e-12)).view_as(xs))
     return torch.cat(out)

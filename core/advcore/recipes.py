@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import parse_fraction
 from .errors import ConfigError
 
 __all__ = ["Recipe", "TWIN_BASE", "all_recipes", "compare", "comparison_table", "find_recipe", "recipe_dirs",
@@ -181,7 +182,7 @@ def _twin(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     for key, value in TWIN_BASE.items():
         _set(data, key, value)
     if eps is not None and step is not None:  # keep the paper's step/eps ratio
-        _set(data, "attack.step_size", TWIN_EPS * _number(step) / _number(eps))
+        _set(data, "attack.step_size", TWIN_EPS * float(parse_fraction(step)) / float(parse_fraction(eps)))
     rescale_schedule(data, epochs)
     for key, value in overrides.items():
         _set(data, key, value)
@@ -197,13 +198,6 @@ def rescale_schedule(data: dict[str, Any], from_epochs: int) -> None:
         _set(data, "optim.milestones", [m for m in scaled if m < epochs] or None)
 
 
-def _number(value: Any) -> float:
-    if isinstance(value, str) and "/" in value:
-        num, _, den = value.partition("/")
-        return float(num) / float(den)
-    return float(value)
-
-
 def compare(recipe: Recipe, result: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per reported number: the paper's value, this run's (None when not evaluated), the difference."""
     rows = []
@@ -217,15 +211,16 @@ def compare(recipe: Recipe, result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def comparison_table(recipe: Recipe, result: dict[str, Any], twin: bool = False) -> str:
     """Markdown: the run's numbers beside the paper's for the recipe's row."""
+    rows = compare(recipe, result)
     lines = [f"recipe {recipe.name}: {recipe.paper}, {recipe.row}"
              + (" (this run is the scaled-down Fashion-MNIST twin: the paper's numbers are for the full recipe)"
                 if twin else ""),
              "", "| metric | paper | this run | difference |", "|---|---|---|---|"]
-    for row in compare(recipe, result):
+    for row in rows:
         run = "not evaluated" if row["run"] is None else f"{row['run']:.2f}"
         diff = "" if row["difference"] is None else f"{row['difference']:+.2f}"
         lines.append(f"| {row['metric'].removesuffix('_acc')} | {row['paper']:.2f} | {run} | {diff} |")
-    missing = [r["metric"] for r in compare(recipe, result) if r["run"] is None]
+    missing = [r["metric"] for r in rows if r["run"] is None]
     if missing:
         lines += ["", f"not evaluated yet: {', '.join(missing)}; run: "
                       f"{recipe.eval_command(str(result.get('run', 'RUN')))}"]

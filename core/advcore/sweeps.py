@@ -11,6 +11,7 @@ from typing import Any, Iterable
 
 import torch
 
+from .config import parse_fraction
 from .errors import ConfigError
 from .eval_attacks import attack_flags, parse_attacks, progress_bar
 
@@ -25,12 +26,8 @@ def parse_values(text: str, kind=float) -> list:
         if not part:
             continue
         try:
-            if "/" in part and kind is float:
-                num, den = part.split("/", 1)
-                values.append(float(num) / float(den))
-            else:
-                values.append(kind(part))
-        except (ValueError, ZeroDivisionError):
+            values.append(float(parse_fraction(part)) if kind is float else kind(part))
+        except ValueError:
             raise ConfigError(f"cannot read {part!r} as a number; write a comma-separated list like 0,2/255,8/255") from None
     if not values:
         raise ConfigError("empty list of values; write a comma-separated list like 0,2/255,8/255")
