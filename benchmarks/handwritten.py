@@ -52,75 +52,85 @@ def pgd_ce(ctx: Context, x, y, eps, alpha, steps):
     return x_adv
 
 
-def pgd_kl(ctx: Context, x, p_clean, eps, alpha, steps):
-    """TRADES' inner maximisation: KL to the clean prediction from x + 0.001 N(0, 1)."""
+def pgd_kl(ctx: Context, x, index, loss_of):
+    """TRADES' inner maximisation: K signed steps on ``loss_of(logits)`` from x + 0.001 N(0, 1)."""
     x_adv = x + 0.001 * torch.randn_like(x)
-    for _ in range(steps):
+    for _ in range(ctx.steps):
         x_adv.requires_grad_(True)
-        loss = F.kl_div(F.log_softmax(ctx.forward(x_adv), 1), p_clean, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x_adv)
-        x_adv = clip(x_adv.detach() + alpha * grad.sign(), x, eps)
+        (grad,) = torch.autograd.grad(loss_of(ctx.forward(x_adv)), x_adv)
+        x_adv = clip(x_adv.detach() + ctx.alpha * grad.sign(), x, ctx.eps)
     return x_adv
 
 
-def make_pgd_at(ctx: Context):
+class AttaCache:
+    """ATTA: per-sample perturbations kept across visits (first visit U[-eps, eps]), no augmentation."""
+
+    def __init__(self, ctx: Context, alpha_ratio: float = 0.5):
+        self.ctx, self.alpha = ctx, alpha_ratio * ctx.eps
+        self.delta = torch.zeros(ctx.num_samples, *ctx.image_shape, device=ctx.device)
+        self.visited = torch.zeros(ctx.num_samples, dtype=torch.bool, device=ctx.device)
+
+    def __call__(self, x, index, loss_of):
+        """One signed step on ``loss_of(logits)`` from the cached start, stored back."""
+        d = self.delta[index]
+        new = ~self.visited[index]
+        d[new] = (torch.rand_like(d[new]) * 2 - 1) * self.ctx.eps
+        start = (x + d).requires_grad_(True)
+        (grad,) = torch.autograd.grad(loss_of(self.ctx.forward(start)), start)
+        x_adv = clip(start.detach() + self.alpha * grad.sign(), x, self.ctx.eps)
+        self.delta[index] = x_adv - x
+        self.visited[index] = True
+        return x_adv
+
+
+def make_pgd_at(ctx: Context, adversary=None):
+    """Madry's PGD-AT; with ``adversary`` (an AttaCache) that attack on CE instead of PGD-K."""
     def step(x, y, index):
         ctx.model.eval()
-        x_adv = pgd_ce(ctx, x, y, ctx.eps, ctx.alpha, ctx.steps)
+        if adversary is None:
+            x_adv = pgd_ce(ctx, x, y, ctx.eps, ctx.alpha, ctx.steps)
+        else:
+            x_adv = adversary(x, index, lambda logits: F.cross_entropy(logits, y, reduction="sum"))
         ctx.model.train()
         update(ctx, F.cross_entropy(ctx.forward(x_adv), y))
     return step
 
 
-def make_trades(ctx: Context, beta: float = 6.0):
+def kl_method(ctx: Context, loss, adversary):
+    """The TRADES family: p(clean) once in eval mode, ``adversary(x, index, loss_of)`` maximises
+    the KL to it, then ``loss(x, y, x_adv)`` is minimised in train mode."""
     def step(x, y, index):
         ctx.model.eval()
         with torch.no_grad():
             p_clean = F.softmax(ctx.forward(x), 1)
-        x_adv = pgd_kl(ctx, x, p_clean, ctx.eps, ctx.alpha, ctx.steps)
-        ctx.model.train()
-        logits = ctx.forward(x)
-        kl = F.kl_div(F.log_softmax(ctx.forward(x_adv), 1), F.softmax(logits, 1), reduction="batchmean")
-        update(ctx, F.cross_entropy(logits, y) + beta * kl)
+        x_adv = adversary(x, index, lambda logits: F.kl_div(F.log_softmax(logits, 1), p_clean, reduction="sum"))
+        update(ctx, loss(x, y, x_adv))
     return step
 
 
-def make_hat(ctx: Context, beta: float = 2.5, gamma: float = 0.5, h: float = 2.0):
+def trades_loss(ctx: Context, beta: float = 6.0):
+    def loss(x, y, x_adv):
+        ctx.model.train()
+        logits = ctx.forward(x)
+        kl = F.kl_div(F.log_softmax(ctx.forward(x_adv), 1), F.softmax(logits, 1), reduction="batchmean")
+        return F.cross_entropy(logits, y) + beta * kl
+    return loss
+
+
+def hat_loss(ctx: Context, beta: float = 2.5, gamma: float = 0.5, h: float = 2.0):
     """TRADES + gamma * CE(f(x + h r), argmax f_std(x + r)); beta 2.5 off CIFAR-100."""
-    def step(x, y, index):
-        ctx.model.eval()
-        with torch.no_grad():
-            p_clean = F.softmax(ctx.forward(x), 1)
-        x_adv = pgd_kl(ctx, x, p_clean, ctx.eps, ctx.alpha, ctx.steps)
-        helper = x + h * (x_adv - x)
+    trades = trades_loss(ctx, beta)
+
+    def loss(x, y, x_adv):
         with torch.no_grad():
             helper_y = ctx.std(x_adv).argmax(1)
-        ctx.model.train()
-        logits = ctx.forward(x)
-        kl = F.kl_div(F.log_softmax(ctx.forward(x_adv), 1), F.softmax(logits, 1), reduction="batchmean")
-        loss = F.cross_entropy(logits, y) + beta * kl + gamma * F.cross_entropy(ctx.forward(helper), helper_y)
-        update(ctx, loss)
-    return step
+        robust = trades(x, y, x_adv)  # the clean and adversarial forwards, then the helper's
+        return robust + gamma * F.cross_entropy(ctx.forward(x + h * (x_adv - x)), helper_y)
+    return loss
 
 
-def make_fast_atta(ctx: Context, alpha_ratio: float = 0.5):
-    """One signed step of alpha_ratio * eps from each sample's cached perturbation (first visit U[-eps, eps])."""
-    delta = torch.zeros(ctx.num_samples, *ctx.image_shape, device=ctx.device)
-    visited = torch.zeros(ctx.num_samples, dtype=torch.bool, device=ctx.device)
-
-    def step(x, y, index):
-        d = delta[index]
-        new = ~visited[index]
-        d[new] = (torch.rand_like(d[new]) * 2 - 1) * ctx.eps
-        start = (x + d).requires_grad_(True)
-        ctx.model.eval()
-        (grad,) = torch.autograd.grad(F.cross_entropy(ctx.forward(start), y, reduction="sum"), start)
-        x_adv = clip(start.detach() + alpha_ratio * ctx.eps * grad.sign(), x, ctx.eps)
-        delta[index] = x_adv - x
-        visited[index] = True
-        ctx.model.train()
-        update(ctx, F.cross_entropy(ctx.forward(x_adv), y))
-    return step
+def pgd_kl_adversary(ctx: Context):
+    return lambda x, index, loss_of: pgd_kl(ctx, x, index, loss_of)
 
 
 def js(p, q):
@@ -185,5 +195,9 @@ def make_iaat(ctx: Context, gamma: float = 1.9 / 255, beta: float = 0.1, ratio: 
     return step
 
 
-LOOPS = {"pgd-at": make_pgd_at, "trades": make_trades, "hat": make_hat, "fast-atta": make_fast_atta,
-         "raat": make_raat, "iaat": make_iaat}
+LOOPS = {"pgd-at": make_pgd_at, "raat": make_raat, "iaat": make_iaat,
+         "trades": lambda ctx: kl_method(ctx, trades_loss(ctx), pgd_kl_adversary(ctx)),
+         "hat": lambda ctx: kl_method(ctx, hat_loss(ctx), pgd_kl_adversary(ctx)),
+         "fast-atta": lambda ctx: make_pgd_at(ctx, AttaCache(ctx)),
+         "trades+fast-atta": lambda ctx: kl_method(ctx, trades_loss(ctx), AttaCache(ctx)),
+         "hat+fast-atta": lambda ctx: kl_method(ctx, hat_loss(ctx), AttaCache(ctx))}

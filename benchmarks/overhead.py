@@ -1,6 +1,6 @@
 """advcore vs a same-math hand-written loop, in one process, on the same data and model.
 
-    python benchmarks/overhead.py [--methods pgd-at,trades,hat,raat,iaat,fast-atta]
+    python benchmarks/overhead.py [--methods pgd-at,trades,hat,raat,iaat,fast-atta,trades+fast-atta,hat+fast-atta]
         [--options channels_last,bf16,compile,on_device] [--dataset digits] [--arch small-cnn]
         [--batch-size 128] [--batches 8] [--steps 10] [--repeats 3] [--device cpu|cuda]
 
@@ -9,7 +9,9 @@ ratio = advcore / hand-written throughput (>= 1.0: advcore is no slower), then o
 speed option on pgd-at, ``pgd-at+OPTION ... speedup=S`` with S = advcore with the option /
 advcore without it (the hand-written loop gets the same option). Lines starting with ``#``
 are notes: the device, each method's ``epoch_s`` (``--epoch-size`` images at advcore's
-rate, evaluation excluded), a plugin that is not installed, an option that does not apply.
+rate, evaluation excluded), a plugin that is not installed, an option that does not apply,
+and for ``fast-atta`` or ``OBJECTIVE+fast-atta`` timed after its objective (pgd-at when
+none is named), ``cost_vs_pgd``: its step time over the objective's PGD-K step time.
 
 Both loops start from the same weights, take the same batches from advcore's loader
 (gathering and conversion included in the timing) and use the same optimizer; the
@@ -40,7 +42,7 @@ from advcore.speed import Forward  # noqa: E402
 from advcore.testing import tiny_config  # noqa: E402
 from advcore.trainer import build_run, train_step, write_checkpoint  # noqa: E402
 
-METHODS = ("pgd-at", "trades", "hat", "raat", "iaat", "fast-atta")
+METHODS = ("pgd-at", "trades", "hat", "raat", "iaat", "fast-atta", "trades+fast-atta", "hat+fast-atta")
 OPTIONS = ("channels_last", "bf16", "compile", "on_device")
 SPEED = {"channels_last": {"speed": {"channels_last": True}}, "bf16": {"speed": {"autocast": "bf16"}},
          "compile": {"speed": {"compile": True}}, "on_device": {"data": {"on_device": True}}}
@@ -61,14 +63,15 @@ def synthetic_cifar() -> None:
 
 
 def build(method: str, option: str | None, args, std_checkpoint: str | None):
-    options = {"hat": {"std_checkpoint": std_checkpoint}} if method == "hat" else {}
+    plugins = method.split("+")  # "hat+fast-atta": the objective with another adversary
+    options = {"hat": {"std_checkpoint": std_checkpoint}} if "hat" in plugins else {}
     dataset = "cifar10" if args.dataset == "synthetic-cifar" else args.dataset
     sections = {"data": {"dataset": dataset, "batch_size": args.batch_size, "subset": None, "augment": False},
                 "model": {"arch": args.arch, "width": args.width if args.arch == "small-cnn" else None},
                 "attack": {"steps": args.steps}, "optim": {"schedule": "constant", "lr": 0.01}}
     for key, value in SPEED.get(option, {}).items():
         sections[key] = {**sections.get(key, {}), **value}
-    run, loader = build_run(tiny_config([method], options, epochs=1, device=args.device, **sections), None)
+    run, loader = build_run(tiny_config(plugins, options, epochs=1, device=args.device, **sections), None)
     run.hooks.on_run_start(run)
     if method == "iaat":  # time the search phase (after warm-up), radii at the warm-up eps as it leaves them
         run.state.tensor("iaat.radius").fill_(run.eps)
@@ -85,11 +88,11 @@ def handwritten_forward(model: torch.nn.Module, option: str | None):
     return model
 
 
-def std_network(args) -> str | None:
+def std_network(args, out: Path | None = None) -> str:
     """An (untrained) standard network checkpoint for HAT's helper labels: its cost, not its accuracy, matters."""
     import tempfile
 
-    out = Path(tempfile.mkdtemp(prefix="advcore-bench-"))
+    out = out or Path(tempfile.mkdtemp(prefix="advcore-bench-"))
     dataset = "cifar10" if args.dataset == "synthetic-cifar" else args.dataset
     model = {"arch": args.arch, "width": args.width if args.arch == "small-cnn" else None}
     config = tiny_config(["standard"], device=args.device, data={"dataset": dataset, "subset": None}, model=model)
@@ -113,7 +116,7 @@ def bench(method: str, option: str | None, args, std: str | None) -> tuple[float
     ctx = Context(model=model, forward=handwritten_forward(model, option), opt=opt, eps=run.eps,
                   alpha=run.step_size, steps=args.steps, num_samples=len(run.train_set),
                   image_shape=tuple(run.train_set.images.shape[1:]), device=run.device,
-                  std=run.stash["hat"].std if method == "hat" else None)
+                  std=run.stash["hat"].std if "hat" in run.stash else None)
     if option == "channels_last":
         model.to(memory_format=torch.channels_last)
     hand = LOOPS[method](ctx)
@@ -182,16 +185,24 @@ def main() -> None:
     else:
         print(f"# device cpu, {args.threads} thread(s), clock {args.clock}", flush=True)
     installed = installed_plugins()
-    std = std_network(args) if "hat" in args.methods.split(",") and "hat" in installed else None
+    methods = [m for m in args.methods.split(",") if m]
+    std = std_network(args) if "hat" in installed and any("hat" in m.split("+") for m in methods) else None
     eager = {}
-    for method in [m for m in args.methods.split(",") if m]:
-        if method not in installed:
-            print(f"# {method} skipped: plugin not installed", flush=True)
+    for method in methods:
+        missing = [p for p in method.split("+") if p not in installed]
+        if missing:
+            print(f"# {method} skipped: plugin {missing[0]} not installed", flush=True)
             continue
+        if method not in LOOPS:
+            parser.error(f"--methods: no hand-written loop for {method!r}; choose from {', '.join(LOOPS)}")
         ours, theirs = bench(method, None, args, std)
         eager[method] = ours
         print(f"{method} advcore_img_s={ours:.1f} handwritten_img_s={theirs:.1f} ratio={ours / theirs:.3f}", flush=True)
         print(f"# {method} epoch_s={args.epoch_size / ours:.1f} ({args.epoch_size} images)", flush=True)
+        objective = "+".join(p for p in method.split("+") if p != "fast-atta") or "pgd-at"
+        if objective != method and objective in eager:  # same objective, PGD-K vs fast-atta: cost per step
+            print(f"# {method} cost_vs_pgd={eager[objective] / ours:.3f} (step time over {objective} "
+                  f"with PGD-{args.steps})", flush=True)
     for option in [o for o in args.options.split(",") if o]:
         if option not in OPTIONS:
             parser.error(f"--options: unknown option {option!r}; choose from {', '.join(OPTIONS)}")

@@ -1,0 +1,83 @@
+"""The benchmark's hand-written loops compute what advcore computes, so its ratios compare like with like."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from advcore.plugins import installed_plugins
+from advcore.trainer import train_step
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import overhead  # noqa: E402
+from handwritten import LOOPS, Context  # noqa: E402
+
+ARGS = argparse.Namespace(dataset="digits", batch_size=32, arch="small-cnn", width=8, steps=3, device="cpu")
+
+
+class FixedBeta:
+    """Stands in for torch.distributions.Beta: RAAT's mixing weight without a random stream."""
+
+    def __init__(self, *args) -> None:
+        pass
+
+    def sample(self) -> torch.Tensor:
+        return torch.tensor(0.7)
+
+
+def both_loops(method: str, tmp_path: Path):
+    std = overhead.std_network(ARGS, tmp_path) if "hat" in method.split("+") else None
+    run, loader = overhead.build(method, None, ARGS, std)
+    model = copy.deepcopy(run.model)
+    ctx = Context(model=model, forward=model, opt=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
+                                                                    weight_decay=5e-4),
+                  eps=run.eps, alpha=run.step_size, steps=ARGS.steps, num_samples=len(run.train_set),
+                  image_shape=tuple(run.train_set.images.shape[1:]), device=run.device,
+                  std=run.stash["hat"].std if "hat" in run.stash else None)
+    return run, next(iter(loader.epoch(0))), model, LOOPS[method](ctx)
+
+
+@pytest.mark.parametrize("method", ["pgd-at", "trades", "hat", "fast-atta", "trades+fast-atta", "hat+fast-atta", "raat", "iaat"])
+def test_handwritten_step_matches_advcore(method, tmp_path, monkeypatch):
+    missing = [p for p in method.split("+") if p not in installed_plugins()]
+    if missing:
+        pytest.skip(f"plugin {missing[0]} not installed")
+    if method == "raat":  # the plugin draws its Beta weights from its own seeded stream
+        import advcore_raat
+
+        monkeypatch.setattr(torch.distributions, "Beta", FixedBeta)
+        monkeypatch.setattr(advcore_raat, "mixing_weights", lambda n, *_: torch.full((n,), 0.7))
+    run, batch, model, hand = both_loops(method, tmp_path)
+    before = [p.detach().clone() for p in model.parameters()]
+    epoch = run.options["iaat"].warmup if method == "iaat" else 0  # iaat's loop is its search phase
+    torch.manual_seed(7)
+    train_step(run, batch, epoch, 0)
+    torch.manual_seed(7)
+    hand(batch.x, batch.y, batch.index)
+    moved = max((p - q).abs().max().item() for p, q in zip(run.model.parameters(), before))
+    diff = max((p - q).abs().max().item() for p, q in zip(run.model.parameters(), model.parameters()))
+    # one step moves weights by ~2e-3; a wrong constant (TRADES beta 5 for 6) leaves 4e-5 between them
+    assert moved > 1e-3
+    assert diff < 1e-6, f"{method}: hand-written step differs from advcore's by {diff:.2e}"
+
+
+def test_overhead_prints_one_line_per_method_and_the_fast_atta_cost(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["overhead.py", "--methods", "pgd-at,fast-atta", "--options", "",
+                                      "--batches", "2", "--repeats", "1", "--width", "8", "--steps", "2"])
+    overhead.main()
+    out = capsys.readouterr().out
+    for method in ("pgd-at", "fast-atta"):
+        line = re.search(rf"^{method} advcore_img_s=([\d.]+) handwritten_img_s=([\d.]+) ratio=([\d.]+)$", out, re.M)
+        assert line, out
+        ours, theirs, ratio = map(float, line.groups())
+        assert ratio == pytest.approx(ours / theirs, abs=1e-3)
+    cost = re.search(r"^# fast-atta cost_vs_pgd=([\d.]+) \(step time over pgd-at with PGD-2\)$", out, re.M)
+    assert cost and 0 < float(cost.group(1)) < 1.5, out
