@@ -2,8 +2,9 @@
 
 Written from the papers' formulas and docs/methods (not by calling the plugins), in the plain
 style of the authors' scripts: scalar budgets where the method has them, no hooks, no
-records. Each ``make_<method>(ctx)`` returns ``step(x, y, index)`` that runs one update of
-``ctx.model`` with ``ctx.opt``. ``ctx.forward`` is the model's forward with the benchmark's
+records. ``LOOPS[method](ctx)`` returns ``step(x, y, index)`` that runs one update of
+``ctx.model`` with ``ctx.opt``; an adversary is ``adversary(x, index, loss_of)`` (PGD-K or
+ATTA's cache) and maximises ``loss_of(logits)``. ``ctx.forward`` is the model's forward with the benchmark's
 speed option applied (channels-last inputs, bf16 autocast, a compiled module) so that an
 option is compared like for like.
 """
@@ -11,6 +12,7 @@ option is compared like for like.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import torch
@@ -53,7 +55,8 @@ def pgd_ce(ctx: Context, x, y, eps, alpha, steps):
 
 
 def pgd_kl(ctx: Context, x, index, loss_of):
-    """TRADES' inner maximisation: K signed steps on ``loss_of(logits)`` from x + 0.001 N(0, 1)."""
+    """TRADES' inner maximisation: K signed steps on ``loss_of(logits)`` from x + 0.001 N(0, 1).
+    ``index`` is unused: PGD keeps nothing per sample."""
     x_adv = x + 0.001 * torch.randn_like(x)
     for _ in range(ctx.steps):
         x_adv.requires_grad_(True)
@@ -129,10 +132,6 @@ def hat_loss(ctx: Context, beta: float = 2.5, gamma: float = 0.5, h: float = 2.0
     return loss
 
 
-def pgd_kl_adversary(ctx: Context):
-    return lambda x, index, loss_of: pgd_kl(ctx, x, index, loss_of)
-
-
 def js(p, q):
     m = (0.5 * (p + q)).clamp_min(1e-8)
     return 0.5 * ((p * (p.clamp_min(1e-30).log() - m.log())).sum(1) + (q * (q.clamp_min(1e-30).log() - m.log())).sum(1))
@@ -196,8 +195,8 @@ def make_iaat(ctx: Context, gamma: float = 1.9 / 255, beta: float = 0.1, ratio: 
 
 
 LOOPS = {"pgd-at": make_pgd_at, "raat": make_raat, "iaat": make_iaat,
-         "trades": lambda ctx: kl_method(ctx, trades_loss(ctx), pgd_kl_adversary(ctx)),
-         "hat": lambda ctx: kl_method(ctx, hat_loss(ctx), pgd_kl_adversary(ctx)),
+         "trades": lambda ctx: kl_method(ctx, trades_loss(ctx), partial(pgd_kl, ctx)),
+         "hat": lambda ctx: kl_method(ctx, hat_loss(ctx), partial(pgd_kl, ctx)),
          "fast-atta": lambda ctx: make_pgd_at(ctx, AttaCache(ctx)),
          "trades+fast-atta": lambda ctx: kl_method(ctx, trades_loss(ctx), AttaCache(ctx)),
          "hat+fast-atta": lambda ctx: kl_method(ctx, hat_loss(ctx), AttaCache(ctx))}
