@@ -86,6 +86,13 @@ def start(launch: Launch, device: str) -> str:
     return device
 
 
+def wait_for_all() -> None:
+    """Block until every rank gets here. Ranks that end a run together leave together: with
+    gloo, a rank whose peer has already closed its connections can abort at exit."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
 def _leave() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -432,6 +432,7 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
                 if stop.signal is not None:
                     totals.seconds = time.perf_counter() - began
                     write_checkpoint(run, "last", epoch=epoch, batch=batch_no + 1, partial=totals.__dict__)
+                    distributed.wait_for_all()
                     raise _interrupted(stop.signal, epoch, batch_no, out)
             start_batch = 0
             distributed.average_buffers(run.model)  # BatchNorm running statistics: the ranks' average
@@ -456,10 +457,13 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
             if world_size > 1 and distributed.any_rank(stop.signal is not None, run.device) and stop.signal is None:
                 stop.signal = "a signal to another rank"
             if stop.signal is not None and epoch + 1 < config.epochs:
+                distributed.wait_for_all()
                 raise _interrupted(stop.signal, epoch + 1, -1, out)
             if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < config.epochs:
+                distributed.wait_for_all()
                 return history
     run.hooks.on_run_end(run, history[-1] if history else {})
+    distributed.wait_for_all()  # rank 0 may still be writing; every rank exits after it
     return history
 
 
