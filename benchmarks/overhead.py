@@ -88,6 +88,21 @@ def handwritten_forward(model: torch.nn.Module, option: str | None):
     return model
 
 
+def handwritten_context(run, option: str | None, steps: int) -> Context:
+    """What a hand-written loop needs, from an advcore run: a copy of its initial weights, the
+    same optimizer settings (``build`` gives advcore SGD lr 0.01, momentum 0.9, wd 5e-4), its
+    budgets, data shape and HAT's standard network."""
+    model = copy.deepcopy(run.model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    ctx = Context(model=model, forward=handwritten_forward(model, option), opt=opt, eps=run.eps,
+                  alpha=run.step_size, steps=steps, num_samples=len(run.train_set),
+                  image_shape=tuple(run.train_set.images.shape[1:]), device=run.device,
+                  std=run.stash["hat"].std if "hat" in run.stash else None)
+    if option == "channels_last":
+        model.to(memory_format=torch.channels_last)
+    return ctx
+
+
 def std_network(args, out: Path | None = None) -> str:
     """An (untrained) standard network checkpoint for HAT's helper labels: its cost, not its accuracy, matters."""
     import tempfile
@@ -110,16 +125,8 @@ def clock(device: torch.device, kind: str) -> float:
 def bench(method: str, option: str | None, args, std: str | None) -> tuple[float, float]:
     run, loader = build(method, option, args, std)
     epoch = run.options["iaat"].warmup if method == "iaat" else 0
-    model = copy.deepcopy(run.model)  # same initial weights
     images = run.train_set.images if option == "on_device" else run.train_set.images.cpu()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    ctx = Context(model=model, forward=handwritten_forward(model, option), opt=opt, eps=run.eps,
-                  alpha=run.step_size, steps=args.steps, num_samples=len(run.train_set),
-                  image_shape=tuple(run.train_set.images.shape[1:]), device=run.device,
-                  std=run.stash["hat"].std if "hat" in run.stash else None)
-    if option == "channels_last":
-        model.to(memory_format=torch.channels_last)
-    hand = LOOPS[method](ctx)
+    hand = LOOPS[method](handwritten_context(run, option, args.steps))
     indices = [b.index.cpu() for _, b in zip(range(args.batches), loader.epoch(0))]
     labels = run.train_set.labels.to(run.device)
     count = sum(i.numel() for i in indices)

@@ -68,3 +68,11 @@ def assert_quoted(quote: str, filename: str) -> None:
     text = paper_text(filename)
     if text is not None:
         assert normalized(quote) in text, f"quote not in {filename}: {quote!r}"
+
+
+def assert_recipe_says(name: str, key: str, expected, quote: str, filename: str, *,
+                       with_defaults: bool = False) -> None:
+    """The recipe's value at ``key`` is the paper's (``same``), and the quote behind it is in the paper."""
+    actual = recipe_value(name, key, with_defaults=with_defaults)
+    assert same(actual, expected), f"{name}: {key} = {actual!r}, the paper states {expected!r}: {quote!r}"
+    assert_quoted(quote, filename)

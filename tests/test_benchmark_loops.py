@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import re
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 import overhead  # noqa: E402
-from handwritten import LOOPS, Context  # noqa: E402
+from handwritten import LOOPS  # noqa: E402
 
 ARGS = argparse.Namespace(dataset="digits", batch_size=32, arch="small-cnn", width=8, steps=3, device="cpu")
 
@@ -36,13 +35,8 @@ class FixedBeta:
 def both_loops(method: str, tmp_path: Path):
     std = overhead.std_network(ARGS, tmp_path) if "hat" in method.split("+") else None
     run, loader = overhead.build(method, None, ARGS, std)
-    model = copy.deepcopy(run.model)
-    ctx = Context(model=model, forward=model, opt=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
-                                                                    weight_decay=5e-4),
-                  eps=run.eps, alpha=run.step_size, steps=ARGS.steps, num_samples=len(run.train_set),
-                  image_shape=tuple(run.train_set.images.shape[1:]), device=run.device,
-                  std=run.stash["hat"].std if "hat" in run.stash else None)
-    return run, next(iter(loader.epoch(0))), model, LOOPS[method](ctx)
+    ctx = overhead.handwritten_context(run, None, ARGS.steps)
+    return run, next(iter(loader.epoch(0))), ctx.model, LOOPS[method](ctx)
 
 
 @pytest.mark.parametrize("method", ["pgd-at", "trades", "hat", "fast-atta", "trades+fast-atta", "hat+fast-atta", "raat", "iaat"])

@@ -14,7 +14,7 @@ import pytest
 
 from advcore.config import load_config
 from advcore.recipes import find_recipe
-from recipe_quotes import assert_quoted, recipe_value, same
+from recipe_quotes import assert_recipe_says
 
 PAPER = "004_76734c38e77c3cb1.txt"
 
@@ -122,9 +122,7 @@ for name in FINETUNE:
 
 @pytest.mark.parametrize("name,key,expected,quote", ROWS, ids=[f"{r[0]}:{r[1]}" for r in ROWS])
 def test_recipe_value_is_the_papers(name, key, expected, quote):
-    actual = recipe_value(name, key, with_defaults=True)  # validated, with advcore's defaults filled in
-    assert same(actual, expected), f"{name}: {key} = {actual!r}, the paper states {expected!r}: {quote!r}"
-    assert_quoted(quote, PAPER)
+    assert_recipe_says(name, key, expected, quote, PAPER, with_defaults=True)  # advcore's defaults filled in
 
 
 @pytest.mark.parametrize("name", FINETUNE)

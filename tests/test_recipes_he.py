@@ -11,7 +11,7 @@ are documented in each recipe's notes and have no row here.
 import pytest
 
 from advcore.recipes import find_recipe
-from recipe_quotes import assert_quoted, recipe_value, same
+from recipe_quotes import assert_recipe_says
 
 PAPER = "001_f1b1e053876c7439.txt"
 
@@ -102,9 +102,7 @@ ROWS = _rows()
 
 @pytest.mark.parametrize("name,key,expected,quote", ROWS, ids=[f"{r[0]}:{r[1]}" for r in ROWS])
 def test_recipe_value_is_the_papers(name, key, expected, quote):
-    actual = recipe_value(name, key)
-    assert same(actual, expected), f"{name} {key} = {actual!r}, the paper says {expected!r}: {quote!r}"
-    assert_quoted(quote, PAPER)
+    assert_recipe_says(name, key, expected, quote, PAPER)
 
 
 def test_every_he_recipe_is_covered():

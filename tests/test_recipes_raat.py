@@ -9,7 +9,7 @@ shared checkout beside the repository), the quote must occur in the paper.
 import pytest
 
 from advcore.recipes import find_recipe
-from recipe_quotes import assert_quoted, recipe_value, same
+from recipe_quotes import assert_recipe_says
 
 PAPER = "003_e22cbcdaa13759c1.txt"
 
@@ -115,9 +115,7 @@ ROWS = (
 
 @pytest.mark.parametrize("name,key,expected,quote", ROWS, ids=[f"{r[0]}:{r[1]}" for r in ROWS])
 def test_recipe_value_is_the_papers(name, key, expected, quote):
-    actual = recipe_value(name, key, with_defaults=True)  # validated, with advcore's defaults filled in
-    assert same(actual, expected), f"{name}: {key} = {actual!r}, the paper states {expected!r}: {quote!r}"
-    assert_quoted(quote, PAPER)
+    assert_recipe_says(name, key, expected, quote, PAPER, with_defaults=True)  # advcore's defaults filled in
 
 
 def test_every_table_1_resnet18_row_has_a_recipe():

@@ -13,7 +13,7 @@ from advcore.testing import tiny_batch, tiny_run
 from advcore.trainer import train_step
 
 FROZEN = {"lr": 1e-12, "weight_decay": 0.0, "momentum": 0.0, "schedule": "constant"}
-ARCH = {"arch": "resnet18", "width": 2}  # BatchNorm: the step's model mode matters
+ARCH = {"arch": "resnet18", "width": 8}  # BatchNorm: the step's model mode matters
 EPS = 0.1
 
 

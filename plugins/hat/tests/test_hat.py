@@ -110,7 +110,7 @@ def test_hat_with_gamma_zero_is_trades_loss_and_gradients():
 
 def test_attack_is_kl_to_clean_probs_computed_once_in_eval_mode_from_a_gaussian_start(std_checkpoint):
     opts = {"hat": {"std_checkpoint": std_checkpoint}}
-    arch = {"arch": "resnet18", "width": 2}  # with BatchNorm, so eval vs train mode shows
+    arch = {"arch": "resnet18", "width": 8}  # with BatchNorm, so eval vs train mode shows
     run = tiny_run(["hat"], opts, optim=FROZEN, model=arch, attack={"steps": 2})
     batch = tiny_batch(run, 16)
     model = copy.deepcopy(run.model)  # before the update moves the BatchNorm statistics

@@ -41,7 +41,7 @@ def test_plan_shows_awp_wrapping_the_update_of_hat():
 
 def test_hat_with_fast_atta_takes_one_cached_step_on_hats_kl(std_checkpoint):
     run = tiny_run(["hat", "fast-atta"], {"hat": {"std_checkpoint": std_checkpoint}}, optim=FROZEN,
-                   model={"arch": "resnet18", "width": 2}, attack={"eps": EPS})
+                   model={"arch": "resnet18", "width": 8}, attack={"eps": EPS})
     batch = tiny_batch(run, 16)
     delta = run.state["fast-atta.delta"]
     delta[batch.index] = (torch.rand(delta[batch.index].shape) * 2 - 1) * EPS

@@ -19,6 +19,9 @@ __all__ = ["HypersphereHead"]
 _ACOS_CLAMP = 1e-6
 """arccos has an infinite slope at +-1; cosines are kept this far inside."""
 
+_UNIT_TOLERANCE = 1e-6
+"""Rows whose norm is this close to 1 count as projected (float32 rounding is about 6e-8)."""
+
 
 class HypersphereHead(nn.Module):
     """Bias-free cosine classifier with scale ``s``; FN and WN can be switched off for ablations."""
@@ -43,13 +46,18 @@ class HypersphereHead(nn.Module):
         """WN: put every class row back on the unit sphere, in place and outside autograd.
 
         Only after the weight changed (optimizer step, checkpoint load), so several forwards
-        of one step never modify a tensor an earlier forward saved for backward.
+        of one step never modify a tensor an earlier forward saved for backward; F.normalize's
+        w / max(||w||, 1e-12), written in place.
         """
         w = self.weight
         if self._projected == (w.data_ptr(), w._version):
             return
         with torch.no_grad():
-            w.copy_(F.normalize(w, p=2, dim=1))
+            norms = w.norm(p=2, dim=1, keepdim=True)
+            # Rows already on the sphere (a checkpoint of projected weights) are left bit for bit:
+            # normalising a unit vector again moves it by rounding, which would change the weights.
+            if (norms - 1).abs().max() > _UNIT_TOLERANCE:
+                w.div_(norms.clamp_min(1e-12))
         self._projected = (w.data_ptr(), w._version)
 
     def cosine(self, z: torch.Tensor) -> torch.Tensor:
