@@ -135,3 +135,58 @@ def test_forward_passes_per_step_are_the_minimum(method, tmp_path):
     step = train_step(run, tiny_batch(run, 16), epoch, 0)
     assert len(forwards) == expected(step)
     assert len(weight_grads) == run.replays  # attacks take no parameter gradient: one backward per update
+
+
+class FrozenNorm(torch.nn.BatchNorm2d):
+    """A module with its own train(): stays in eval mode (a common BN-freezing pattern)."""
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+
+@pytest.mark.parametrize("arch", ["small-cnn", "resnet18"])
+def test_set_mode_leaves_every_module_as_module_train_would(arch):
+    from advcore.attacks import set_mode
+    from advcore.models import build_model
+
+    ours = build_model(arch, num_classes=10, in_channels=1, image_size=8, width=8)
+    reference = build_model(arch, num_classes=10, in_channels=1, image_size=8, width=8)
+    ours.head.eval()  # a mixed state to start from
+    reference.head.eval()
+    for training in (False, True, True, False):
+        set_mode(ours, training)
+        reference.train(training)
+        assert [m.training for m in ours.modules()] == [m.training for m in reference.modules()]
+        assert {m.training for m in ours.modules()} == {training}
+
+
+def test_set_mode_calls_a_submodules_own_train():
+    from advcore.attacks import set_mode
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), FrozenNorm(8), torch.nn.ReLU())
+    set_mode(model, False)
+    set_mode(model, True)
+    assert model.training and model[0].training and model[2].training
+    assert not model[1].training  # its own train() kept it frozen
+
+
+def test_training_uses_the_multi_tensor_sgd_and_it_matches_the_default_loop_bit_for_bit():
+    run = tiny_run(["pgd-at"], optim={"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4})
+    assert run.optimizer.param_groups[0]["foreach"] is True
+    reference = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+    copy = build_run(tiny_config(["pgd-at"], optim={"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}),
+                     None)[0]
+    copy.model.load_state_dict(reference)
+    loop = torch.optim.SGD(copy.model.parameters(), lr=run.optimizer.param_groups[0]["lr"], momentum=0.9,
+                           nesterov=True, weight_decay=5e-4, foreach=False)
+    grads = {}
+    for step in range(3):
+        for p in run.model.parameters():
+            p.grad = torch.randn_like(p)
+        grads[step] = [p.grad.clone() for p in run.model.parameters()]
+        run.optimizer.step()
+        for p, g in zip(copy.model.parameters(), grads[step]):
+            p.grad = g.clone()
+        loop.step()
+    for (name, a), b in zip(run.model.state_dict().items(), copy.model.state_dict().values()):
+        assert torch.equal(a, b), name

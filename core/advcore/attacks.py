@@ -34,14 +34,26 @@ def model_mode(model: torch.nn.Module, mode: str) -> Iterator[None]:
         set_mode(model, was_training)
 
 
-def set_mode(model: torch.nn.Module, training: bool) -> None:
-    """``model.train(training)``, skipped when every submodule is in that mode already.
+_MODULE_TRAIN = torch.nn.Module.train
 
-    ``Module.train()`` sets the flag on each submodule through ``__setattr__``; checking
-    the flags costs a quarter of that, and a step switches modes several times.
+
+def set_mode(model: torch.nn.Module, training: bool) -> None:
+    """``model.train(training)`` with less Python: a step switches modes two or three times.
+
+    ``Module.train()`` recurses through ``children()`` and sets each flag through
+    ``Module.__setattr__`` (about 50 us for a 13-module CNN here, 4x that for a ResNet-18).
+    When no submodule overrides ``train`` (DDP, compiled wrappers and BN-freezing modules
+    do, and then get the real call) the same flags are written directly; a model already
+    in that mode is left alone.
     """
-    if any(m.training != training for m in model.modules()):
+    modules = list(model.modules())
+    if all(m.training == training for m in modules):
+        return
+    if any(type(m).train is not _MODULE_TRAIN for m in modules):
         model.train(training)
+        return
+    for m in modules:
+        object.__setattr__(m, "training", training)
 
 
 def as_budget(value: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:

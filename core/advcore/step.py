@@ -73,7 +73,8 @@ class Step:
     may replace rows). ``targets`` maps example names to labels [B] or soft targets [B, K];
     a missing name means the true labels ``y``. ``model`` runs attacks and selection
     passes; ``train_model`` (when set: the same parameters behind DDP or speed options)
-    runs the training forwards of ``logits``.
+    runs the training forwards of ``logits``. ``loss`` is the composed loss tensor;
+    ``loss_value`` the update's loss as a float, set by the core after the update.
     """
 
     run: "Run"
@@ -97,6 +98,7 @@ class Step:
     terms: list[LossTerm] = field(default_factory=list)
     weights: torch.Tensor | None = None
     loss: torch.Tensor | None = None
+    loss_value: float | None = None
     records: dict[str, tuple[float, str]] = field(default_factory=dict)
     train_model: torch.nn.Module | None = field(default=None, repr=False)
     _logits: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)

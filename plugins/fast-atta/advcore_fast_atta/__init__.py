@@ -101,7 +101,8 @@ def advcore_generate_adversarial(run, step, objective):
     window = FrameWindow.of(run.stash.get("advcore.augment"), step)
     frames = delta[index].to(step.x.device)
     new = ~visited[index].to(step.x.device)
-    if new.any():
+    first_visits = int(new.sum())  # the step's one host sync here, also the epoch's record
+    if first_visits:
         frames[new] = fresh_frames(frames[new].shape, step.eps[new], opts.init)
     start = step.x + window.crop_of(frames)  # a first visit is not clipped (004 code)
     target = objective.target(step.model, step.x, step.y)
@@ -112,5 +113,5 @@ def advcore_generate_adversarial(run, step, objective):
         adv = project(adv.detach() + alpha * grad.sign(), step.x, step.eps)
     delta[index] = window.paste(adv - step.x, frames).to(delta.device)  # repeated indices (views): one write wins
     visited[index] = True
-    step.record("fast-atta.first_visits", new.float().mean().item())
+    step.record("fast-atta.first_visits", first_visits / step.size)
     return adv

@@ -36,6 +36,6 @@ class FrameWindow:
 
     def paste(self, patch: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """``frames`` with each row's window replaced by ``patch`` (un-flipped); pixels outside are kept."""
-        if self.augment is None:
-            return patch.detach().clone()
+        if self.augment is None:  # the frame is the image: the patch is the new frame
+            return patch.detach()
         return self.augment.to_frame(patch.detach(), frames, self.crop, self.flip)
