@@ -90,3 +90,27 @@ def test_errors():
         build_model("wrn-28-10", num_classes=10, in_channels=3, image_size=32, depth=16)
     with pytest.raises(ValueError, match="6n\\+4"):
         build_model("wrn", num_classes=10, in_channels=3, image_size=32, depth=12)
+
+
+@pytest.mark.parametrize("capability, width, refused", [
+    ("AVX2", 4, True),      # shortcut 1x1 stride-2 convolutions with 4 input channels
+    ("AVX2", 8, False),
+    ("AVX512", 4, False),   # the AVX-512 kernels are not affected
+    ("DEFAULT", 4, False),
+])
+def test_training_a_network_the_avx2_kernel_would_corrupt_is_refused(monkeypatch, capability, width, refused):
+    from advcore.errors import ConfigError
+    from advcore.testing import tiny_config
+    from advcore.trainer import build_run
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    config = tiny_config(["pgd-at"], model={"arch": "resnet18", "width": width})
+    if not refused:
+        build_run(config, None)
+        return
+    with pytest.raises(ConfigError) as err:
+        build_run(config, None)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "layers.1.0.shortcut.0" in message and "4 input channels" in message
+    assert "model.width of 8 or more" in message

@@ -201,6 +201,27 @@ MODELS: dict[str, Callable[..., Classifier]] = {
 }
 
 
+def avx2_weight_gradient_hazard(model: nn.Module, device: torch.device) -> str | None:
+    """Why training ``model`` on this CPU would corrupt memory, or None.
+
+    oneDNN's AVX2 kernel for the weight gradient of a strided 1x1 convolution with fewer
+    than 8 input channels (PyTorch 2.14.1, oneDNN 3.12) writes outside its buffer: the
+    process dies later, or worse, goes on with damaged memory. Only CPUs whose best kernels
+    are AVX2 are affected (AVX-512 and AMX machines, CUDA and oneDNN switched off are not).
+    """
+    if device.type != "cpu" or not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return None
+    if torch.backends.cpu.get_cpu_capability() != "AVX2":
+        return None
+    for name, m in model.named_modules():
+        if (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1) and m.in_channels < 8
+                and m.weight.requires_grad):
+            return (f"{name} is a strided 1x1 convolution with {m.in_channels} input channels, whose weight "
+                    f"gradient PyTorch's oneDNN kernel computes out of bounds on this AVX2 CPU (memory "
+                    f"corruption); use model.width of 8 or more, or a CUDA device")
+    return None
+
+
 def build_model(name: str, *, num_classes: int, in_channels: int, image_size: int, **kwargs) -> nn.Module:
     """Build a registered architecture; bad names or options raise a one-line ValueError."""
     if name not in MODELS:

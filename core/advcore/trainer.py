@@ -25,7 +25,7 @@ from .data import Augment, Loader, held_out_indices, load_dataset
 from .ema import STASH_KEY as EMA_KEY, WeightAverage, ema_of, ema_tensors, load_ema, update_ema
 from .errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from .mixing import MixedLoader, training_data
-from .models import build_model
+from .models import avx2_weight_gradient_hazard, build_model
 from .plugins import Hooks, Installed, build_manager, resolve
 from .run import Run
 from .speed import place_dataset, step_models
@@ -157,6 +157,9 @@ def build_run(config: RunConfig, out: str | Path | None, *, rank: int = 0, world
               rank=rank, world_size=world_size)
     hooks.configure_model(run, model)
     model.to(device)
+    hazard = avx2_weight_gradient_hazard(model, device)
+    if hazard is not None:
+        raise ConfigError(f"model: {hazard}")
     if config.init_from:
         manifest, tensors = ckpt.load_checkpoint(config.init_from)
         load_model_tensors(model, tensors, config.init_from)
