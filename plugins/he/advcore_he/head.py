@@ -56,8 +56,9 @@ class HypersphereHead(nn.Module):
             norms = w.norm(p=2, dim=1, keepdim=True)
             # Rows already on the sphere (a checkpoint of projected weights) are left bit for bit:
             # normalising a unit vector again moves it by rounding, which would change the weights.
-            if (norms - 1).abs().max() > _UNIT_TOLERANCE:
-                w.div_(norms.clamp_min(1e-12))
+            # Chosen per row on the device, so no host sync is added to the step.
+            on_sphere = (norms - 1).abs() <= _UNIT_TOLERANCE
+            w.copy_(torch.where(on_sphere, w, w / norms.clamp_min(1e-12)))
         self._projected = (w.data_ptr(), w._version)
 
     def cosine(self, z: torch.Tensor) -> torch.Tensor:
