@@ -38,8 +38,8 @@ def test_two_adversaries_conflict_naming_both():
 
 def test_defaults_fill_unclaimed_roles():
     names = [p.name for p in resolve(["trades"])]
-    assert names == ["trades", "pgd"]
-    assert [p.name for p in resolve([])] == ["pgd-at", "pgd"]
+    assert names == ["pgd", "trades"]  # canonical order: PluginInfo.order, then name
+    assert [p.name for p in resolve([])] == ["pgd", "pgd-at"]
     assert [p.name for p in resolve(["fgsm-rs"])] == ["fgsm-rs", "pgd-at"]
 
 
@@ -98,7 +98,7 @@ class _Raises:
     (_Raises(), "failed in advcore_select_samples: RuntimeError: radius table missing"),
 ])
 def test_misbehaving_plugins_are_named_with_the_hook(plugin, message):
-    plugins = resolve(["pgd-at"])[:1] + [Installed("bad", "tests", "0", module=plugin)]
+    plugins = [p for p in resolve(["pgd-at"]) if p.name == "pgd-at"] + [Installed("bad", "tests", "0", module=plugin)]
     run, _ = build_run(tiny_config(["pgd-at"]), None, plugins=plugins)
     with pytest.raises(PluginError, match=message):
         train_step(run, tiny_batch(run, 4), 0, 0)

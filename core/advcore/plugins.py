@@ -34,14 +34,23 @@ class PluginInfo:
     ``roles``: exclusive roles it claims ("objective", "adversary", "head", ...); two enabled
     plugins claiming one role is an error naming both. ``default_for``: roles it fills
     when no enabled plugin claims them. ``options``: a pydantic model (extra="forbid").
-    ``requires``: other plugins this one needs enabled alongside it.
+    ``requires``: other plugins this one needs enabled alongside it. ``order``: the plugin's
+    place in every hook call (see ``canonical_order``).
     """
 
     summary: str = ""
+    """One line for ``advcore plugins``."""
     roles: tuple[str, ...] = ()
+    """Exclusive roles it claims: "objective", "adversary", "head" or a name of its own."""
     default_for: tuple[str, ...] = ()
+    """Roles it fills when no enabled plugin claims them (pgd-at: objective, pgd: adversary)."""
     options: type[BaseModel] | None = None
+    """Its options model (a ``PluginOptions`` subclass); ``run.options[name]`` holds the validated values."""
     requires: tuple[str, ...] = ()
+    """Plugins that must be enabled alongside it (a missing one is an error naming the flag to add)."""
+    order: int = 0
+    """Place in every hook call: lower runs first, equal orders run by plugin name. The command line's
+    order never matters, so one combination has one answer."""
 
 
 @dataclass
@@ -109,11 +118,20 @@ def installed_plugins() -> dict[str, Installed]:
     return dict(sorted(found.items()))
 
 
+def canonical_order(plugins: Iterable[Installed]) -> list[Installed]:
+    """The plugins in the order their hook implementations run: by ``PluginInfo.order``, then name.
+
+    Every hook of a run calls its implementations in this order (``tryfirst``/``trylast`` on
+    one implementation still move it to the front or back), whatever the ``--plugin`` order.
+    """
+    return sorted(plugins, key=lambda p: (p.info.order, p.name))
+
+
 def resolve(requested: Iterable[str], available: dict[str, Installed] | None = None) -> list[Installed]:
-    """The plugins a run uses: the requested ones plus defaults for unclaimed roles.
+    """The plugins a run uses, in canonical order: the requested ones plus defaults for unclaimed roles.
 
     Unknown names fail listing the installed plugins; two plugins claiming one exclusive
-    role fail naming both.
+    role fail naming both; a role no plugin fills fails naming the installed plugins that could.
     """
     available = installed_plugins() if available is None else available
     chosen: list[Installed] = []
@@ -125,6 +143,7 @@ def resolve(requested: Iterable[str], available: dict[str, Installed] | None = N
         plugin = available[name]
         plugin.load()
         chosen.append(plugin)
+    chosen = canonical_order(chosen)  # errors, too, read the same whatever the --plugin order
     names = {p.name for p in chosen}
     for plugin in chosen:
         missing = [r for r in plugin.info.requires if r not in names]
@@ -152,7 +171,16 @@ def resolve(requested: Iterable[str], available: dict[str, Installed] | None = N
         if defaults:
             chosen.append(defaults[0])
             owners[role] = defaults[0].name
-    return chosen
+        else:
+            raise PluginError(_unfilled(role, available))
+    return canonical_order(chosen)
+
+
+def _unfilled(role: str, available: dict[str, Installed]) -> str:
+    could = [p.name for p in available.values() if p.error is None and role in p.info.roles]
+    hint = f"add one of: {', '.join('--plugin ' + n for n in could)}" if could else \
+        f"no installed plugin claims it; install one that does"
+    return f"no plugin fills the {role} role; {hint}"
 
 
 def _role_owners(plugins: list[Installed]) -> dict[str, str]:
@@ -175,7 +203,8 @@ def build_manager(plugins: list[Installed]) -> pluggy.PluginManager:
     pm = pluggy.PluginManager("advcore")
     pm.add_hookspecs(hookspecs)
     pm.register(core_plugin, name="advcore.core")
-    for plugin in plugins:
+    # pluggy calls the last registered first: register in reverse so calls run in canonical order
+    for plugin in reversed(canonical_order(plugins)):
         module = plugin.load()
         if pm.is_registered(module):
             continue
@@ -184,7 +213,23 @@ def build_manager(plugins: list[Installed]) -> pluggy.PluginManager:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"{exc}; check the hook names in that plugin") from None
+    _refuse_competing_answers(pm)
     return pm
+
+
+def _refuse_competing_answers(pm: pluggy.PluginManager) -> None:
+    """Two plugins answering one first-result hook would make one of them silently ignored."""
+    for name in hookspecs.__all__:
+        caller = getattr(pm.hook, name, None)
+        if caller is None or not (caller.spec and caller.spec.opts.get("firstresult")):
+            continue
+        answering = [i.plugin_name for i in caller.get_hookimpls()
+                     if not i.wrapper and not i.hookwrapper and i.plugin_name != "advcore.core"]
+        if len(answering) > 1:
+            raise PluginError(
+                f"plugins '{answering[-1]}' and '{answering[-2]}' both answer {name}, where only one answer "
+                f"is used; enable only one of them"
+            )
 
 
 class Hooks:
