@@ -380,20 +380,47 @@ def _describe(value: Any) -> str:
 
 
 def _failing_plugin(pm: pluggy.PluginManager, hook: str, exc: BaseException) -> str | None:
-    """Name (and package) of the plugin whose hook implementation raised ``exc``."""
-    codes = {}
+    """Name (and package) of the plugin whose code raised ``exc``; None when the core's own code did.
+
+    The innermost frame that belongs to a plugin (its hook functions or any file of its
+    package) or to the core decides, so an error inside the core's update is not blamed on
+    a wrapper around it (AWP), and one deep inside a plugin's helper module is its own.
+    """
+    codes, places = {}, []
     for impl in getattr(pm.hook, hook).get_hookimpls():
+        fn = getattr(impl.function, "__func__", impl.function)
+        codes[fn.__code__] = impl.plugin_name
         if impl.plugin_name != "advcore.core":
-            fn = getattr(impl.function, "__func__", impl.function)
-            codes[fn.__code__] = impl.plugin_name
+            place = _package_place(impl.plugin)
+            if place:
+                places.append((place, impl.plugin_name))
+    core = os.path.dirname(os.path.abspath(hookspecs.__file__)) + os.sep
     found = None
     tb = exc.__traceback__
     while tb is not None:
-        found = codes.get(tb.tb_frame.f_code, found)
+        code = tb.tb_frame.f_code
+        owner = codes.get(code)
+        if owner is None:
+            filename = os.path.abspath(code.co_filename)
+            owner = next((name for place, name in places if filename.startswith(place)), None)
+            if owner is None and filename.startswith(core):
+                owner = "advcore.core"
+        found = owner or found
         tb = tb.tb_next
-    if found is None:
+    if found is None or found == "advcore.core":
         return None
     for p in installed_plugins().values():
         if p.name == found:
             return f"{found}' (package {p.package} {p.version})"
     return found + "'"
+
+
+def _package_place(plugin: Any) -> str | None:
+    """The folder of a plugin package (or the file of a one-module plugin); None for in-memory objects."""
+    filename = getattr(plugin, "__file__", None)
+    if not filename:
+        return None
+    filename = os.path.abspath(filename)
+    if os.path.basename(filename) == "__init__.py":
+        return os.path.dirname(filename) + os.sep
+    return filename

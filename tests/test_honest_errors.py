@@ -1,0 +1,86 @@
+"""Errors name whoever's code raised them, and compositions that cannot run fail before any work."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import advcore.core_plugin
+from advcore.errors import PluginError
+from advcore.plugins import resolve
+from advcore.testing import tiny_batch, tiny_run
+from advcore.trainer import train_step
+
+ADVCORE = Path(sys.executable).with_name("advcore")
+
+
+def test_an_error_in_the_core_update_is_not_blamed_on_the_wrapper_around_it(monkeypatch):
+    run = tiny_run(["pgd-at", "awp"], attack={"steps": 1})
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("reduction broke")
+
+    monkeypatch.setattr(advcore.core_plugin, "reduce_terms", broken)
+    with pytest.raises(RuntimeError, match="reduction broke") as caught:
+        train_step(run, tiny_batch(run, 4), 0, 0)
+    assert not isinstance(caught.value, PluginError)
+    assert "awp" not in str(caught.value)
+
+
+def test_an_error_inside_a_plugin_names_that_plugin_and_its_package():
+    run = tiny_run(["pgd-at", "awp"], attack={"steps": 1})
+    run.options["awp"] = run.options["awp"].model_copy(update={"gamma": "not a number"})  # breaks awp's own code
+    with pytest.raises(PluginError) as caught:
+        train_step(run, tiny_batch(run, 4), 0, 0)
+    message = str(caught.value)
+    assert message.startswith("plugin 'awp' (package advcore-awp ")
+    assert "failed in advcore_update: TypeError" in message
+
+
+def test_an_error_in_another_plugins_hook_called_from_inside_awp_names_that_plugin(monkeypatch):
+    """AWP's proxy pass calls every plugin's loss terms: a failure there is the objective's."""
+    import advcore_trades
+
+    run = tiny_run(["trades", "awp"], attack={"steps": 1})
+    monkeypatch.setattr(advcore_trades, "kl_from_logits", None)  # trades' own call now fails
+    with pytest.raises(PluginError, match=r"^plugin 'trades' \(package advcore-trades .*failed in advcore_loss_terms"):
+        train_step(run, tiny_batch(run, 4), 0, 0)
+
+
+def test_a_missing_objective_names_the_role_and_the_plugins_that_fill_it(monkeypatch):
+    monkeypatch.setenv("ADVCORE_BLOCK_PLUGINS", "pgd-at")
+    with pytest.raises(PluginError) as caught:
+        resolve([])
+    message = str(caught.value)
+    assert message.startswith("no plugin fills the objective role; add one of: ")
+    for objective in ("--plugin trades", "--plugin mart", "--plugin hat"):
+        assert objective in message
+    assert "\n" not in message
+
+
+def test_a_missing_adversary_fails_at_plan_time_in_one_line():
+    env = {**os.environ, "ADVCORE_BLOCK_PLUGINS": "pgd"}
+    done = subprocess.run([str(ADVCORE), "plan", "--plugin", "trades"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr + done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no plugin fills the adversary role; add one of: " in lines[0]
+    assert "--plugin fgsm-rs" in lines[0] and "--plugin free" in lines[0]
+
+
+def test_two_answers_to_a_first_result_hook_are_a_named_conflict():
+    from advcore import hookimpl
+    from advcore.plugins import Installed, build_manager
+
+    class SecondHead:
+        @hookimpl
+        def advcore_adjust_logits(self, logits):
+            return logits * 2
+
+    with pytest.raises(PluginError, match="plugins '.*' and '.*' both answer advcore_adjust_logits"):
+        build_manager(resolve(["he"]) + [Installed("second-head", "tests", "0", module=SecondHead())])
