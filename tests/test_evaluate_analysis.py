@@ -143,12 +143,12 @@ def test_parse_values_reads_fractions():
 
 def test_training_curves_and_tradeoff_plots_hold_the_metrics(tmp_path):
     records = [{"epoch": e, "train_loss": 2.0 / e, "clean_acc": 0.5 + e / 10, "robust_acc": 0.2 + e / 20,
-                "lr": 0.1, "seconds": 1.0, "iaat/boundary_loss": 1.0 / e, "radius": 0.01 * e} for e in (1, 2, 3)]
+                "lr": 0.1, "seconds": 1.0, "iaat.boundary_loss": 1.0 / e, "radius": 0.01 * e} for e in (1, 2, 3)]
     drawn = plot_training_curves({"run-a": records, "run-b": records[:2]}, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").is_file()
     a = drawn["runs"]["run-a"]
     assert a["accuracy"]["clean_acc"] == {"epoch": [1, 2, 3], "value": [0.6, 0.7, 0.8]}
-    assert set(a["loss"]) == {"train_loss", "iaat/boundary_loss"}
+    assert set(a["loss"]) == {"train_loss", "iaat.boundary_loss"}
     assert a["other"]["radius"]["value"] == [0.01, 0.02, 0.03]
     assert "lr" not in a["other"] and drawn["runs"]["run-b"]["accuracy"]["robust_acc"]["epoch"] == [1, 2]
     points = [{"label": "at", "clean_acc": 0.8, "autoattack_acc": 0.4}, {"label": "trades", "clean_acc": 0.75,

@@ -52,7 +52,7 @@ def test_state_of_extra_samples_is_keyed_after_the_training_set(tmp_path):
     digits_like_npz(tmp_path / "extra.npz", n=20)
     run = tiny_run(["pgd-at", "adaptive-targets"], {"adaptive-targets": {"warmup": 0}},
                    data={"subset": 32, "batch_size": 16, "extra": str(tmp_path / "extra.npz")})
-    batch = next(iter(run.stash["advcore.loader"].epoch(0)))
+    batch = next(iter(run.loader.epoch(0)))
     train_step(run, batch, 0, 0)
     started, n_train = run.state["adaptive-targets.started"], len(load_dataset("digits")[0])
     assert started.shape == (n_train + 20,)

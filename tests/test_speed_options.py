@@ -114,7 +114,7 @@ PASSES = {
     "hat": (["hat"], {}, 0, lambda s: 1 + K + 3),         # + clean, adv, helper (std net not counted)
     "fast-atta": (["fast-atta"], {}, 0, lambda s: 1 + 1),  # one cached step + the training forward
     "hat+fast-atta": (["hat", "fast-atta"], {}, 0, lambda s: 1 + 1 + 3),  # p_clean, cached step, HAT's three
-    "raat": (["raat"], {}, 0, lambda s: K + 3 + 2 + (s.records["raat/dicar_pairs"][0] > 0)),
+    "raat": (["raat"], {}, 0, lambda s: K + 3 + 2 + (s.records["raat.dicar_pairs"][0] > 0)),
     "iaat-warmup": (["iaat"], {}, 0, lambda s: 1 + K + 1),
     "iaat": (["iaat"], {"iaat": {"warmup": 0}}, 0, lambda s: 1 + 2 * (K + 1) + K + 1),
     "free": (["free"], {"free": {"replays": 4}}, 0, lambda s: 4),

@@ -57,6 +57,7 @@ def compose_loss(run, step: Step) -> torch.Tensor:
 def advcore_update(run, step: Step) -> torch.Tensor:
     set_mode(step.model, True)
     loss = compose_loss(run, step)
+    run.hooks.observe_loss(run, step)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if run.config.optim.grad_clip:

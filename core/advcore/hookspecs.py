@@ -2,13 +2,17 @@
 
 Per batch the core calls, in order: ``advcore_select_samples`` -> ``advcore_attack_objective``
 -> ``advcore_generate_adversarial`` -> ``advcore_derive_examples`` -> ``advcore_adapt_targets``
--> ``advcore_update`` (which calls ``advcore_loss_terms``, ``advcore_adjust_logits`` and
-``advcore_sample_weights``) -> ``advcore_after_step``. Lifecycle hooks surround it.
+-> ``advcore_update`` (which calls ``advcore_loss_terms``, ``advcore_adjust_logits``,
+``advcore_sample_weights`` and ``advcore_observe_loss``) -> ``advcore_after_step``. Lifecycle
+hooks surround it. ``CONTRACT`` below is the one table of what each hook may do; the specs'
+first-result flags, the facade's result checks, the conformance probe and docs/hooks.md
+are derived from it.
 Implementations declare only the arguments they use.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -23,6 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "hookimpl",
     "hookspec",
+    "HookContract",
+    "CONTRACT",
     "advcore_plugin_info",
     "advcore_configure_model",
     "advcore_data_views",
@@ -39,13 +45,89 @@ __all__ = [
     "advcore_adjust_logits",
     "advcore_sample_weights",
     "advcore_update",
+    "advcore_observe_loss",
     "advcore_after_step",
     "advcore_state_dict",
     "advcore_load_state_dict",
 ]
 
-hookspec = pluggy.HookspecMarker("advcore")
+_marker = pluggy.HookspecMarker("advcore")
 hookimpl = pluggy.HookimplMarker("advcore")
+
+
+@dataclass(frozen=True)
+class HookContract:
+    """One row of the hook contract: the single source the specs, the facade's checks, the
+    conformance probe and docs/hooks.md are all derived from (tests/test_hook_contract.py)."""
+
+    name: str
+    when: str
+    """When the core calls it."""
+    may_change: str
+    """What an implementation may change."""
+    result: str
+    """What an implementation returns: "none", "PluginInfo", "int>=1", "AttackObjective?",
+    "tensor like step.x", "list[LossTerm]?", "tensor like logits?", "weights?", "loss tensor",
+    "state dict?" (a trailing ? means None is allowed)."""
+    firstresult: bool = False
+    """True: the first non-None result is used and the rest are not called."""
+    wrappable: bool = False
+    """True: ``@hookimpl(wrapper=True)`` implementations may surround the others."""
+    per_step: bool = False
+    """True: called for every batch (and replay)."""
+
+
+CONTRACT: tuple[HookContract, ...] = (
+    HookContract("advcore_plugin_info", "once per plugin, when it is loaded (also by `advcore plugins`)",
+                 "nothing", "PluginInfo"),
+    HookContract("advcore_configure_model", "once per run after the model is built, before checkpoints load; "
+                 "again when a checkpoint's model is rebuilt for evaluation",
+                 "the model in place (e.g. swap `model.head`); record it in `model.advcore_head`", "none"),
+    HookContract("advcore_data_views", "once per run before the loader is built",
+                 "nothing", "int>=1"),
+    HookContract("advcore_on_run_start", "once per run after model, optimizer and a resumed checkpoint are ready",
+                 "`run.state` (create per-sample state), `run.stash[name]`, `run.replays`", "none"),
+    HookContract("advcore_on_run_end", "once after the last epoch (not when interrupted)", "nothing", "none"),
+    HookContract("advcore_on_epoch_start", "before the first batch of every epoch", "`run.stash[name]`", "none"),
+    HookContract("advcore_on_epoch_end", "after the epoch's evaluation, before metrics.jsonl is written",
+                 "add `<plugin>.<name>` keys to `metrics` (never change existing ones)", "none"),
+    HookContract("advcore_select_samples", "first for every batch", "`step.eps`, `step.step_size` [B], "
+                 "`step.groups`", "none", per_step=True),
+    HookContract("advcore_attack_objective", "for every batch and replay, before example generation",
+                 "nothing", "AttackObjective?", firstresult=True, per_step=True),
+    HookContract("advcore_generate_adversarial", "after the objective, model in `objective.mode`, no parameter "
+                 "gradients", "nothing", "tensor like step.x", firstresult=True, wrappable=True, per_step=True),
+    HookContract("advcore_derive_examples", "after the base adversary (also when there is none)",
+                 "add `step.examples`, replace rows of `examples[\"adv\"]`, add `step.groups`", "none",
+                 per_step=True),
+    HookContract("advcore_adapt_targets", "after all examples exist", "`step.targets[name]`", "none", per_step=True),
+    HookContract("advcore_loss_terms", "inside the update, model in train mode", "nothing",
+                 "list[LossTerm]?", per_step=True),
+    HookContract("advcore_adjust_logits", "by `step.supervised_loss` for every classification term",
+                 "nothing", "tensor like logits?", firstresult=True, per_step=True),
+    HookContract("advcore_sample_weights", "inside the update, after the loss terms exist", "nothing",
+                 "weights?", per_step=True),
+    HookContract("advcore_update", "once per batch and replay after targets", "the parameters (through the "
+                 "optimizer); wrappers may change them around the update and must undo what they did",
+                 "loss tensor", firstresult=True, wrappable=True, per_step=True),
+    HookContract("advcore_observe_loss", "inside the update, after the loss is composed and before backward",
+                 "`run.state` rows `step.index`, `run.stash[name]` (never the loss or the terms)", "none",
+                 per_step=True),
+    HookContract("advcore_after_step", "once per batch and replay after the update", "`run.state` rows "
+                 "`step.index`, `run.stash[name]`", "none", per_step=True),
+    HookContract("advcore_state_dict", "when a checkpoint is written", "nothing", "state dict?"),
+    HookContract("advcore_load_state_dict", "once when a run resumes, after the core's state is restored",
+                 "`run.stash[name]` and what the plugin keeps", "none"),
+)
+"""Every hook, in call order within its family."""
+
+CONTRACTS = {c.name: c for c in CONTRACT}
+
+
+def hookspec(fn):
+    """Declare ``fn`` as the spec of the hook of the same name in ``CONTRACT`` (its firstresult flag)."""
+    return _marker(firstresult=CONTRACTS[fn.__name__].firstresult)(fn)
+
 
 
 # --- registration -----------------------------------------------------------------------
@@ -137,7 +219,7 @@ def advcore_select_samples(run: "Run", step: "Step") -> None:
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def advcore_attack_objective(run: "Run", step: "Step") -> "AttackObjective | None":
     """The inner loss the base adversary maximises, owned by the objective plugin.
 
@@ -147,7 +229,7 @@ def advcore_attack_objective(run: "Run", step: "Step") -> "AttackObjective | Non
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def advcore_generate_adversarial(run: "Run", step: "Step", objective: "AttackObjective") -> "torch.Tensor":
     """Example generation by the base adversary (exactly one plugin owns this role).
 
@@ -192,7 +274,7 @@ def advcore_loss_terms(run: "Run", step: "Step") -> "list[LossTerm] | None":
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def advcore_adjust_logits(run: "Run", step: "Step", logits: "torch.Tensor", target: "torch.Tensor") -> "torch.Tensor | None":
     """Change the logits a supervised training term sees (HE's angular margin).
 
@@ -212,13 +294,25 @@ def advcore_sample_weights(run: "Run", step: "Step") -> "torch.Tensor | None":
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def advcore_update(run: "Run", step: "Step") -> "torch.Tensor":
     """The parameter update: compose the loss, backward, optimizer step.
 
     The core implements it (trylast); add-ons surround it with ``wrapper=True``
     implementations, e.g. AWP perturbs the weights before ``yield`` and removes the same
     perturbation after. Returns the scalar loss. Stops at the first non-None result.
+    """
+
+
+@hookspec
+def advcore_observe_loss(run: "Run", step: "Step") -> None:
+    """Observe the loss the update trains on, without adding terms (loss histories, difficulty).
+
+    Called inside the core's update once the loss is composed and before backward, so
+    ``step.terms`` (values [B]), ``step.weights`` and ``step.loss`` are those of the real
+    update (at AWP's perturbed weights when AWP is on) and ``step.logits(name)`` returns the
+    update's own forwards at no cost. Must not change the loss, the terms or the model; may
+    write ``run.state`` rows ``step.index``. Not called for proxy passes. Returns nothing.
     """
 
 

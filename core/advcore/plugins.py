@@ -214,8 +214,35 @@ def build_manager(plugins: list[Installed]) -> pluggy.PluginManager:
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"{exc}; check the hook names in that plugin") from None
     _refuse_competing_answers(pm)
+    _refuse_unsupported_wrappers(pm)
     return pm
 
+
+def _refuse_unsupported_wrappers(pm: pluggy.PluginManager) -> None:
+    """Wrappers only where the contract allows them (the conformance probe observes everything)."""
+    for contract in hookspecs.CONTRACT:
+        for impl in getattr(pm.hook, contract.name).get_hookimpls():
+            if (impl.wrapper or impl.hookwrapper) and not contract.wrappable and impl.plugin_name != PROBE_NAME:
+                allowed = ", ".join(c.name for c in hookspecs.CONTRACT if c.wrappable)
+                raise PluginError(f"plugin '{impl.plugin_name}' wraps {contract.name}, which may not be wrapped "
+                                  f"(wrappable hooks: {allowed}); use a plain implementation")
+
+
+PROBE_NAME = "advcore.conformance"
+
+
+def check_names(run, metrics: Iterable[str] = ()) -> None:
+    """The naming rule: plugins' stash entries by plugin name, their state and metrics "<plugin>.<what>"."""
+    names = set(run.plugin_names)
+    for key in run.stash:
+        if key not in names and not key.startswith("advcore."):
+            raise PluginError(f"run.stash[{key!r}] is not an enabled plugin's name; a plugin keeps its objects in "
+                              f"run.stash[its name] (enabled: {', '.join(sorted(names))})")
+    for kind, keys in (("per-sample state", list(run.state)), ("epoch metric", list(metrics))):
+        for key in keys:
+            if key.partition(".")[0] not in names:
+                raise PluginError(f"{kind} {key!r} is not named '<plugin>.<what>' after an enabled plugin; "
+                                  f"name it e.g. '{sorted(names)[0]}.{key.replace('/', '_')}'")
 
 def _refuse_competing_answers(pm: pluggy.PluginManager) -> None:
     """Two plugins answering one first-result hook would make one of them silently ignored."""
@@ -241,6 +268,7 @@ class Hooks:
 
     def __init__(self, pm: pluggy.PluginManager):
         self.pm = pm
+        self._named_state = 0
 
     def _call(self, name: str, **kwargs: Any) -> Any:
         try:
@@ -266,6 +294,7 @@ class Hooks:
 
     def on_run_start(self, run) -> None:
         self._call("advcore_on_run_start", run=run)
+        check_names(run)
 
     def on_run_end(self, run, metrics: dict) -> None:
         self._call("advcore_on_run_end", run=run, metrics=metrics)
@@ -274,7 +303,9 @@ class Hooks:
         self._call("advcore_on_epoch_start", run=run, epoch=epoch)
 
     def on_epoch_end(self, run, epoch: int, metrics: dict) -> None:
+        before = set(metrics)
         self._call("advcore_on_epoch_end", run=run, epoch=epoch, metrics=metrics)
+        check_names(run, metrics=set(metrics) - before)
 
     def select_samples(self, run, step) -> None:
         self._call("advcore_select_samples", run=run, step=step)
@@ -341,8 +372,14 @@ class Hooks:
     def update(self, run, step) -> torch.Tensor:
         return self._call("advcore_update", run=run, step=step)
 
+    def observe_loss(self, run, step) -> None:
+        self._call("advcore_observe_loss", run=run, step=step)
+
     def after_step(self, run, step) -> None:
         self._call("advcore_after_step", run=run, step=step)
+        if len(run.state) != self._named_state:  # new per-sample state: check its names once
+            check_names(run)
+            self._named_state = len(run.state)
 
     def state_dict(self, run) -> dict:
         merged: dict = {}

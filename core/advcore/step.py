@@ -68,39 +68,61 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
 class Step:
     """One batch on its way through the hooks.
 
-    ``examples`` holds named inputs: "clean" (always), "attack" (the base adversary's
-    output, never altered) and "adv" (what the objective trains on; derived-example hooks
-    may replace rows). ``targets`` maps example names to labels [B] or soft targets [B, K];
-    a missing name means the true labels ``y``. ``model`` runs attacks and selection
-    passes; ``train_model`` (when set: the same parameters behind DDP or speed options)
-    runs the training forwards of ``logits``. ``loss`` is the composed loss tensor;
-    ``loss_value`` the update's loss as a float, set by the core after the update.
+    Plugins talk to each other only through these fields. A missing ``targets`` entry means
+    the true labels. The logits cache holds the training forwards of this step only: it is
+    emptied when the step ends (after ``advcore_after_step``) and whenever the weights change
+    (``clear_logits``), so read logits inside the hooks, never from a finished step.
     """
 
     run: "Run"
+    """The run this batch belongs to."""
     model: torch.nn.Module
+    """The network attacks and selection passes run (the plain model, not a DDP or compiled wrapper)."""
     x: torch.Tensor
+    """Clean inputs [B, C, H, W] in [0, 1] (augmented; with several views, V*B rows)."""
     y: torch.Tensor
+    """True labels [B]."""
     index: torch.Tensor
+    """Dataset index of every row [B]: the key of ``run.state``."""
     epoch: int
+    """Epoch, 0-based."""
     batch: int
+    """Batch number within the epoch, 0-based."""
     eps: torch.Tensor
+    """Per-sample budget [B] in the run's norm; selection plugins may change it."""
     step_size: torch.Tensor
+    """Per-sample attack step size [B]."""
     steps: int
+    """Attack iterations (``attack.steps``)."""
     view: torch.Tensor | None = None
+    """Which augmented view each row is [B] (0 with one view)."""
     num_views: int = 1
+    """Views per sample: rows ``j, j+B/V, ...`` are views of one sample."""
     crop: torch.Tensor | None = None
+    """Each row's crop offsets [B, 2] in the padded frame (``run.augment``), or None (not augmented)."""
     flip: torch.Tensor | None = None
+    """Whether each row was flipped horizontally [B], or None."""
     replay: int = 0
+    """Which replay of the batch this is (Free AT replays each batch ``run.replays`` times)."""
     groups: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Named boolean masks [B] (e.g. RAAT's boundary rows), keyed "<plugin>.<name>" or a documented name."""
     examples: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Named inputs: "clean" (always), "attack" (the adversary's output, never altered), "adv" (what
+    objectives train on; derived-example hooks may replace rows), helpers such as HAT's "helper"."""
     targets: dict[str, torch.Tensor] = field(default_factory=dict)
+    """What each example is trained towards: labels [B] or soft targets [B, K], by example name."""
     terms: list[LossTerm] = field(default_factory=list)
+    """The loss terms of the update, set by the core inside ``advcore_update``."""
     weights: torch.Tensor | None = None
+    """The product of every plugin's sample weights [B] (None: uniform), set inside the update."""
     loss: torch.Tensor | None = None
+    """The composed scalar loss (inside the update)."""
     loss_value: float | None = None
+    """The update's loss as a float, set by the core after the update (for after-step hooks)."""
     records: dict[str, tuple[float, str]] = field(default_factory=dict)
+    """Per-step numbers added with ``record``; averaged or summed into the epoch's metrics."""
     train_model: torch.nn.Module | None = field(default=None, repr=False)
+    """The module the training forwards run (same parameters as ``model`` behind DDP or speed options)."""
     _logits: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -147,8 +169,30 @@ class Step:
         return LossTerm(name, values, weight, mask)
 
     def record(self, name: str, value: float, reduce: Literal["mean", "sum"] = "mean") -> None:
-        """Add a per-step number to the epoch metrics (averaged or summed over steps)."""
+        """Add a per-step number to the epoch metrics (averaged or summed over steps).
+
+        ``name`` follows the naming rule, "<plugin>.<what>" (e.g. "awp.proxy_loss").
+        """
+        if name.partition(".")[0] not in self.run.plugin_names:
+            from .errors import PluginError
+
+            raise PluginError(f"step.record({name!r}): metric names are '<plugin>.<what>' after an enabled plugin "
+                              f"(enabled: {', '.join(self.run.plugin_names)})")
         self.records[name] = (float(value), reduce)
+
+    def keep_input_gradient(self, name: str) -> None:
+        """Ask for the gradient of the update's loss with respect to ``examples[name]``.
+
+        Call it before the update (e.g. in ``advcore_derive_examples``); afterwards
+        ``input_gradient(name)`` returns it. The gradient flows wherever the update uses
+        that tensor (Free AT's replayed step uses it on its own adversarial examples).
+        """
+        self.examples[name].requires_grad_(True)
+
+    def input_gradient(self, name: str) -> torch.Tensor | None:
+        """The gradient asked for with ``keep_input_gradient`` (None when the update did not use it)."""
+        x = self.examples.get(name)
+        return None if x is None else x.grad
 
     def with_model(self, model: torch.nn.Module) -> "Step":
         """A shallow copy that runs ``model`` (e.g. AWP's proxy) with an empty logits cache."""

@@ -51,7 +51,6 @@ def tiny_config(plugins: list[str], options: dict[str, dict[str, Any]] | None = 
 def tiny_run(plugins: list[str], options: dict[str, dict[str, Any]] | None = None, out=None, **overrides: Any) -> Run:
     """A run ready for ``train_step``; ``run_start`` hooks have been called."""
     run, loader = build_run(tiny_config(plugins, options, **overrides), out)
-    run.stash["advcore.loader"] = loader
     run.hooks.on_run_start(run)
     return run
 
@@ -184,7 +183,6 @@ class _Session:
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)  # as trainer.train does before the first epoch
         self.run, loader = build_run(config, self.out, plugins=[*self.chosen, probe])
-        self.run.stash["advcore.loader"] = loader
         batch = tiny_batch(self.run, self.checker.batch_size)
         with torch.no_grad(), model_mode(self.run.model, "eval"):
             logits = self.run.model(batch.x)

@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from .errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from .mixing import MixedLoader, training_data
 from .models import avx2_weight_gradient_hazard, build_model
 from .plugins import Hooks, Installed, build_manager, resolve
-from .run import Run
+from .run import Run, Services
 from .speed import place_dataset, step_models
 from .state import SampleState
 from .tensorboard_log import metrics_board, require_tensorboard
@@ -154,7 +155,7 @@ def build_run(config: RunConfig, out: str | Path | None, *, rank: int = 0, world
               options=options, info=info, train_set=train_set, test_set=test_set, model=model,
               optimizer=None,  # type: ignore[arg-type]  (built after the model is configured)
               state=SampleState(len(train_set), device), eps=eps, step_size=step_size, norm=config.attack.norm,
-              rank=rank, world_size=world_size)
+              rank=rank, world_size=world_size, services=engine_services())
     hooks.configure_model(run, model)
     model.to(device)
     hazard = avx2_weight_gradient_hazard(model, device)
@@ -172,10 +173,31 @@ def build_run(config: RunConfig, out: str | Path | None, *, rank: int = 0, world
     loader = (MixedLoader if mixed else Loader)(
         train_set, batch_size=config.data.batch_size, seed=config.seed, augment=augment, device=device,
         indices=indices, views=run.views, rank=rank, world_size=world_size, **mixed)
-    run.stash["advcore.augment"] = augment
+    run.augment, run.loader = augment, loader
     run.steps_per_epoch = len(loader)
     step_models(run)  # speed options and DDP around run.model, made once
     return run, loader
+
+
+def engine_services() -> Services:
+    """The engine functions a run lends its plugins (``Run.train_auxiliary``, ``global_sum``, ...)."""
+    def load_model(path, device="cpu"):
+        from .evaluate import load_model as load
+
+        return load(path, device=device)
+
+    return Services(train=train, load_model=load_model, model_spec=model_spec,
+                    global_sum=distributed.global_sums, isolated_rng=isolated_rng)
+
+
+@contextmanager
+def isolated_rng():
+    """Run a block without changing the process's random streams (what it draws is forgotten)."""
+    tensors, meta = ckpt.capture_rng()
+    try:
+        yield
+    finally:
+        ckpt.restore_rng(tensors, meta)
 
 
 def load_model_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Any) -> None:

@@ -77,7 +77,7 @@ def advcore_adapt_targets(run, step):
         base = step.targets.get(example, step.y)
         hard = F.one_hot(base, k).to(t.dtype) if base.dim() == 1 else base
         step.targets[example] = o.beta * hard + (1 - o.beta) * t
-    step.record(f"{NAME}/target_true_prob", t.gather(1, step.y[:, None]).mean().item())
+    step.record(f"{NAME}.target_true_prob", t.gather(1, step.y[:, None]).mean().item())
 
 
 @hookimpl

@@ -15,8 +15,7 @@ import copy
 import torch
 from pydantic import Field
 
-from advcore import PluginInfo, PluginOptions, hookimpl
-from advcore.core_plugin import compose_loss
+from advcore import PluginInfo, PluginOptions, compose_loss, hookimpl
 
 NAME = "awp"
 
@@ -50,15 +49,13 @@ def weight_perturbation(run, step) -> dict[str, torch.Tensor]:
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
     if run.world_size > 1:  # every rank must move the weights alike: the global batch's gradient
-        grads = averaged_over_ranks(grads, run.world_size)
+        grads = averaged_over_ranks(run, grads)
     step.record("awp.proxy_loss", loss.item())
     return {name: (w.detach().norm() / (g.norm() + 1e-20)) * g for name, w, g in zip(names, params, grads)}
 
 
-def averaged_over_ranks(grads: list[torch.Tensor], world_size: int) -> list[torch.Tensor]:
-    from advcore.distributed import global_sums
-
-    flat = global_sums(torch.cat([g.reshape(-1) for g in grads])) / world_size
+def averaged_over_ranks(run, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    flat = run.global_sum(torch.cat([g.reshape(-1) for g in grads])) / run.world_size
     return [part.view_as(g) for part, g in zip(flat.split([g.numel() for g in grads]), grads)]
 
 

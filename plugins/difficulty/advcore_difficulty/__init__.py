@@ -40,12 +40,11 @@ def advcore_on_run_start(run):
 
 
 @hookimpl
-def advcore_loss_terms(run, step):
-    """Read the per-sample CE from the training forward (cached, so no extra pass); adds no term."""
+def advcore_observe_loss(run, step):
+    """Read the per-sample CE from the update's own training forward (no extra pass); adds no term."""
     if run.options[NAME].loss == "ce":
         name = "adv" if "adv" in step.examples else "clean"
         run.stash[NAME] = F.cross_entropy(step.logits(name).detach().float(), step.y, reduction="none")
-    return None
 
 
 def terms_total(step) -> torch.Tensor:

@@ -103,9 +103,9 @@ def test_easiest_and_hardest_subsets_are_class_balanced_by_difficulty(two_seeds,
     CliRunner().invoke(app, ["analyze", "difficulty", str(a), "--csv", str(tmp_path / "d.csv")])
     table = load_table(a)[0]
     run = tiny_run(["pgd-at"], data={"subset": "easiest:100", "difficulty_file": str(tmp_path / "d.csv")})
-    easy = run.stash["advcore.loader"].indices
+    easy = run.loader.indices
     hard = tiny_run(["pgd-at"], data={"subset": "hardest:100", "difficulty_file": str(tmp_path / "d.csv")}
-                    ).stash["advcore.loader"].indices
+                    ).loader.indices
     labels = run.train_set.labels
     assert torch.bincount(labels[easy], minlength=10).tolist() == [10] * 10
     assert torch.bincount(labels[hard], minlength=10).tolist() == [10] * 10

@@ -38,7 +38,7 @@ class Options(PluginOptions):
 
 def caches(run, channels: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The per-sample perturbation frames [N, C, Hp, Wp] and first-visit flags [N] in ``run.state``."""
-    aug = run.stash.get("advcore.augment")
+    aug = run.augment
     pad = aug.padding if aug is not None else 0
     delta = run.state.tensor(DELTA, (channels, size + 2 * pad, size + 2 * pad))
     visited = run.state.tensor(VISITED, (), dtype=torch.bool, fill=False)
@@ -98,7 +98,7 @@ def advcore_generate_adversarial(run, step, objective):
     opts = run.options[NAME]
     delta, visited = caches(run, step.x.shape[1], step.x.shape[-1])
     index = step.index.to(delta.device)
-    window = FrameWindow.of(run.stash.get("advcore.augment"), step)
+    window = FrameWindow.of(run.augment, step)
     frames = delta[index].to(step.x.device)
     new = ~visited[index].to(step.x.device)
     first_visits = int(new.sum())  # the step's one host sync here, also the epoch's record

@@ -79,7 +79,7 @@ def test_cache_window_follows_each_samples_crop_and_flip():
     raw = tiny_batch(run, 4)
     crop = torch.tensor([[0, 0], [2, 1], [1, 2], [2, 2]])
     flip = torch.tensor([False, True, True, False])
-    aug = run.stash["advcore.augment"]
+    aug = run.augment
     x = aug.apply(raw.x, crop, flip)
     before = seeded_cache(run, raw.index)
     model = copy.deepcopy(run.model)

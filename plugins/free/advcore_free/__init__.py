@@ -43,15 +43,16 @@ def advcore_generate_adversarial(run, step):
 @hookimpl
 def advcore_derive_examples(step):
     if "attack" in step.examples:
-        step.examples["adv"].requires_grad_(True)
+        step.keep_input_gradient("attack")
 
 
 @hookimpl
 def advcore_after_step(run, step):
-    adv = step.examples.get("attack")
-    if adv is None or adv.grad is None:
+    grad = step.input_gradient("attack")
+    if grad is None:
         return
-    stepped = project(adv.detach() + step.eps.view(-1, 1, 1, 1) * adv.grad.sign(), step.x, step.eps)
+    adv = step.examples["attack"]
+    stepped = project(adv.detach() + step.eps.view(-1, 1, 1, 1) * grad.sign(), step.x, step.eps)
     run.stash[NAME] = (stepped - step.x).detach()
 
 

@@ -14,11 +14,7 @@ from pathlib import Path
 
 import torch
 
-from advcore import checkpoint as ckpt
 from advcore.errors import ConfigError, Interrupted, PluginError
-from advcore.evaluate import load_model
-from advcore.trainer import model_spec
-from advcore.trainer import train as train_run
 
 STD_DIR = "hat-standard"
 
@@ -47,15 +43,14 @@ def _log(line: str) -> None:
     print(f"hat: standard network {line}", file=sys.stderr)
 
 
-def train_standard(config, run_dir: Path, epochs: int) -> Path:
-    """Train (or finish training) the standard network into ``run_dir``; returns its checkpoint."""
+def train_standard(run, run_dir: Path, epochs: int) -> Path:
+    """Train (or finish training) the standard network into ``run_dir``; returns its checkpoint.
+
+    ``run.train_auxiliary`` leaves the robust run's random streams as they were.
+    """
     done = _finished_epochs(run_dir)
     if done is None or done < epochs:
-        rng_tensors, rng_meta = ckpt.capture_rng()  # the robust run's randomness must not depend on this
-        try:
-            train_run(standard_config(config, epochs), run_dir, resume=done is not None, log=_log)
-        finally:
-            ckpt.restore_rng(rng_tensors, rng_meta)
+        run.train_auxiliary(standard_config(run.config, epochs), run_dir, resume=done is not None, log=_log)
     return run_dir / "checkpoints" / "last"
 
 
@@ -65,7 +60,7 @@ def check_compatible(run, manifest: dict, source) -> None:
     if dataset != run.config.data.dataset:
         raise ConfigError(f"options.hat.std_checkpoint: {source} was trained on {dataset}, this run uses "
                           f"{run.config.data.dataset}; give a standard network trained on the same data")
-    want, got = model_spec(run.config, run.info), manifest.get("model", {})
+    want, got = run.model_spec(), manifest.get("model", {})
     for key in ("num_classes", "in_channels", "image_size"):
         if got.get(key) != want[key]:
             raise ConfigError(f"options.hat.std_checkpoint: {source} has {key}={got.get(key)} but this run needs "
@@ -73,9 +68,9 @@ def check_compatible(run, manifest: dict, source) -> None:
 
 
 def load_standard(run, path) -> torch.nn.Module:
-    model, _, manifest = load_model(path, device=str(run.device))
+    model, manifest = run.load_auxiliary(path)
     check_compatible(run, manifest, path)
-    return model.eval().requires_grad_(False)
+    return model.requires_grad_(False)
 
 
 def standard_network(run, checkpoint: str | None, epochs: int | None) -> torch.nn.Module:
@@ -86,7 +81,7 @@ def standard_network(run, checkpoint: str | None, epochs: int | None) -> torch.n
     if run.out is None:  # tests and in-memory runs: train into a temporary directory
         with tempfile.TemporaryDirectory(prefix="advcore-hat-") as tmp:
             try:
-                return load_standard(run, train_standard(run.config, Path(tmp), epochs))
+                return load_standard(run, train_standard(run, Path(tmp), epochs))
             except Interrupted:
                 raise PluginError("hat: training of the standard network was stopped; without a run directory "
                                   "nothing was kept") from None
@@ -99,7 +94,7 @@ def standard_network(run, checkpoint: str | None, epochs: int | None) -> torch.n
         )
     if run.is_main():
         try:
-            train_standard(run.config, run_dir, epochs)
+            train_standard(run, run_dir, epochs)
         except Interrupted:
             raise PluginError(f"hat: training of the standard network was stopped; its checkpoint is in {run_dir}: "
                               f"run the same command again to continue it") from None

@@ -69,8 +69,8 @@ def advcore_select_samples(run, step):
     step.eps = train_eps
     step.step_size = attack_step_size(train_eps, o.step_ratio, run.step_size)
     step.groups["iaat_correct"] = correct
-    step.record("iaat/clean_correct", correct.float().mean().item())
-    step.record("iaat/train_eps", train_eps.mean().item())
+    step.record("iaat.clean_correct", correct.float().mean().item())
+    step.record("iaat.train_eps", train_eps.mean().item())
 
 
 def _warmup(run, o, correct):
@@ -91,8 +91,8 @@ def _search(run, step, o, correct, prev):
     if o.misclassified == "code":
         picked = picked * correct
     new = smooth_radius(prev, picked.clamp_min(0.0), o.beta).clamp_min(o.lower_bound)
-    step.record("iaat/up", ok_high.float().mean().item())
-    step.record("iaat/down", (~ok_high & ~ok_current).float().mean().item())
+    step.record("iaat.up", ok_high.float().mean().item())
+    step.record("iaat.down", (~ok_high & ~ok_current).float().mean().item())
     train_eps = new if o.misclassified == "code" else new * correct
     return train_eps, new
 
@@ -105,7 +105,7 @@ def advcore_on_epoch_end(run, metrics):
     seen = run.state[SEEN]
     radii = run.state[RADIUS][seen]
     top = 2 * warmup_radius(run)
-    metrics.update({f"{NAME}/{k}": v for k, v in radius_histogram(radii, top, o.hist_bins).items()})
+    metrics.update({f"{NAME}.{k}": v for k, v in radius_histogram(radii, top, o.hist_bins).items()})
     if o.export_csv and run.out is not None and run.is_main():
         index = seen.nonzero().squeeze(1)
         write_radii_csv(run.out / CSV_NAME, index, run.train_set.labels[index.cpu()], radii)

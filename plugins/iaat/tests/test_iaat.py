@@ -121,7 +121,7 @@ def test_radii_survive_resume_and_match_an_uninterrupted_run(tmp_path):
     assert after_one["state.iaat.seen"].sum() == 64
     assert not torch.equal(after_one["state.iaat.radius"], second["state.iaat.radius"])  # epoch 2 searched
     assert torch.equal(first["state.iaat.radius"], second["state.iaat.radius"])
-    assert sum(history[-1]["iaat/radius_hist"]) == 64
+    assert sum(history[-1]["iaat.radius_hist"]) == 64
 
 
 def test_epoch_end_reports_histogram_and_writes_the_radii_csv(tmp_path):
@@ -134,8 +134,8 @@ def test_epoch_end_reports_histogram_and_writes_the_radii_csv(tmp_path):
     counts = [0] * 10
     for r in radii:
         counts[min(int(r / (top / 10)), 9)] += 1
-    assert metrics["iaat/radius_hist"] == counts
-    assert metrics["iaat/radius_mean"] == pytest.approx(sum(radii) / len(radii), abs=1e-6)
+    assert metrics["iaat.radius_hist"] == counts
+    assert metrics["iaat.radius_mean"] == pytest.approx(sum(radii) / len(radii), abs=1e-6)
     rows = list(csv.DictReader(open(tmp_path / "iaat-radii.csv")))
     assert [int(r["index"]) for r in rows] == index.tolist()
     assert [int(r["label"]) for r in rows] == run.train_set.labels[index].tolist()

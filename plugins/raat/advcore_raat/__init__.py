@@ -83,8 +83,8 @@ def advcore_derive_examples(run, step):
     split = split_rows(step.model, x, x_adv, x_reduced, step.y, opts.boundary)
     for group in GROUPS:
         mask = getattr(split, group)
-        step.groups[f"{NAME}/{group}"] = mask
-        step.record(f"{NAME}/{group}", mask.sum().item(), "sum")
+        step.groups[f"{NAME}.{group}"] = mask
+        step.record(f"{NAME}.{group}", mask.sum().item(), "sum")
 
     train_on = {"boundary": (split.boundary, x_reduced)}
     if opts.misclassified == "clean":
@@ -105,11 +105,11 @@ def advcore_loss_terms(run, step):
     """
     opts = _options(run)
     b = _pairs(step)
-    correct = ~step.groups[f"{NAME}/misclassified"]
+    correct = ~step.groups[f"{NAME}.misclassified"]
     pairs = (correct[:b] & correct[b:2 * b]).nonzero().squeeze(1)
     values = torch.zeros(step.size, device=step.x.device)
     mask = torch.zeros(step.size, dtype=torch.bool, device=step.x.device)
-    step.record(f"{NAME}/dicar_pairs", float(pairs.numel()), "sum")
+    step.record(f"{NAME}.dicar_pairs", float(pairs.numel()), "sum")
     if pairs.numel() == 0:  # the code skips the term: no forward passes
         return [step.term("dicar_js", values, weight=opts.lam, mask=mask)]
     generator = step_generator(run.config.seed, run.global_step, run.rank)

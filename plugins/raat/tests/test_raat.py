@@ -124,14 +124,14 @@ def test_split_matches_the_construction_and_boundary_rows_train_on_the_reduced_s
     assert torch.allclose(step.examples["attack"], expected_attack(step), atol=1e-6)
     for group in (NB, BD, MIS):
         expected = torch.tensor([g == group for g in EXPECTED])
-        assert torch.equal(step.groups[f"raat/{group}"], expected), group
+        assert torch.equal(step.groups[f"raat.{group}"], expected), group
     x, x_adv = step.x, step.examples["attack"]
-    is_bd = step.groups["raat/boundary"].view(-1, 1, 1, 1)
+    is_bd = step.groups["raat.boundary"].view(-1, 1, 1, 1)
     want = torch.where(is_bd, x + ETA * (x_adv - x), x_adv)
     assert torch.allclose(step.examples["adv"], want, atol=1e-7)
     assert (step.examples["adv"][2] - x[2]).abs().max().item() == pytest.approx(ETA * EPS, abs=1e-6)
-    assert step.records["raat/boundary"] == (4.0, "sum")
-    assert step.records["raat/misclassified"] == (3.0, "sum")
+    assert step.records["raat.boundary"] == (4.0, "sum")
+    assert step.records["raat.misclassified"] == (3.0, "sum")
 
 
 def test_paper_reduced_sample_is_an_attack_within_eta_eps():
@@ -139,8 +139,8 @@ def test_paper_reduced_sample_is_an_attack_within_eta_eps():
     step = train_step(run, known_batch(run), 0, 0)
     x = step.x
     for group in (NB, BD, MIS):
-        assert torch.equal(step.groups[f"raat/{group}"], torch.tensor([g == group for g in EXPECTED]))
-    bd = step.groups["raat/boundary"]
+        assert torch.equal(step.groups[f"raat.{group}"], torch.tensor([g == group for g in EXPECTED]))
+    bd = step.groups["raat.boundary"]
     direction = torch.where(step.y == 0, -1.0, 1.0).view(-1, 1, 1, 1)
     assert torch.allclose(step.examples["adv"][bd], (x + ETA * EPS * direction)[bd], atol=1e-6)
 
@@ -148,7 +148,7 @@ def test_paper_reduced_sample_is_an_attack_within_eta_eps():
 def test_misclassified_rows_can_train_on_clean_inputs():
     run = linear_run(["raat"], {"raat": {"misclassified": "clean"}})
     step = train_step(run, known_batch(run), 0, 0)
-    mis = step.groups["raat/misclassified"]
+    mis = step.groups["raat.misclassified"]
     assert torch.equal(step.examples["adv"][mis], step.x[mis])
     assert torch.equal(step.examples["attack"][mis], expected_attack(step)[mis])
 
@@ -209,7 +209,7 @@ def test_empty_pair_set_adds_no_forward_and_zero_term():
     batch.x[batch.y == 1] = 0.55  # ... and of class 1 too
     step = train_step(run, batch, 0, 0)
     term = next(t for t in step.terms if t.name == "dicar_js")
-    assert not term.mask.any() and step.records["raat/dicar_pairs"] == (0.0, "sum")
+    assert not term.mask.any() and step.records["raat.dicar_pairs"] == (0.0, "sum")
 
 
 def _count_forwards(run, batch):
@@ -271,9 +271,9 @@ def test_group_sizes_are_summed_per_epoch(tmp_path):
     config = tiny_config(["raat"], epochs=1, data={"subset": 64}, eval={"n": 16, "pgd_steps": 1},
                          attack={"steps": 1})
     metrics = train(config, tmp_path / "run", log=lambda line: None)[-1]
-    total = sum(metrics[f"raat/{g}"] for g in (NB, BD, MIS))
+    total = sum(metrics[f"raat.{g}"] for g in (NB, BD, MIS))
     assert total == 2 * 64  # every sample, both views, once per epoch
-    assert metrics["raat/dicar_pairs"] <= 64
+    assert metrics["raat.dicar_pairs"] <= 64
 
 
 def test_raat_without_adversarial_examples_is_a_clear_error():

@@ -44,5 +44,5 @@ def advcore_sample_weights(run, step):
         return None
     name = "adv" if o.mode == "prob" and "adv" in step.examples else "clean"
     w = true_label_weights(step.logits(name), step.y)
-    step.record(f"{NAME}/effective_fraction", (1.0 / (w.numel() * (w * w).sum())).item())  # 1 = uniform
+    step.record(f"{NAME}.effective_fraction", (1.0 / (w.numel() * (w * w).sum())).item())  # 1 = uniform
     return w
