@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "hookimpl": "hookspecs",
     "PluginInfo": "plugins",
+    "Installed": "plugins",
     "PluginOptions": "config",
     "Budget": "config",
     "RunConfig": "config",
@@ -27,6 +28,8 @@ _EXPORTS = {
     "Run": "run",
     "SampleState": "state",
     "Batch": "data",
+    "Dataset": "data",
+    "DatasetInfo": "data",
     "compose_loss": "core_plugin",
     "reduce_terms": "core_plugin",
 }

@@ -37,9 +37,13 @@ class Problem:
     """One broken contract: which check found it, the hook, the plugins implementing that hook."""
 
     check: str
+    """Which check found it (contracts, determinism, resume, partners, ...)."""
     hook: str
+    """The hook whose contract broke."""
     message: str
+    """What is wrong and how to fix it."""
     plugins: tuple[str, ...] = ()
+    """The enabled plugins that implement that hook."""
 
     def __str__(self) -> str:
         who = f" (implemented by {', '.join(self.plugins)})" if self.plugins else ""

@@ -34,10 +34,14 @@ class DataError(AdvcoreError):
 class Dataset:
     """One split in memory; uint8 keeps CIFAR-sized sets small, batches are converted on the fly."""
 
-    images: torch.Tensor  # uint8 [N, C, H, W]
-    labels: torch.Tensor  # int64 [N]
+    images: torch.Tensor
+    """uint8 [N, C, H, W] (converted to float in [0, 1] per batch)."""
+    labels: torch.Tensor
+    """int64 [N]."""
     num_classes: int
+    """Number of classes K."""
     name: str
+    """The dataset's name (digits, fashion-mnist, cifar10, ...)."""
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -46,12 +50,19 @@ class Dataset:
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str
+    """The dataset's name."""
     num_classes: int
+    """Number of classes K."""
     channels: int
+    """Image channels C."""
     size: int
+    """Image height and width."""
     default_eps: float
+    """The Linf budget used when ``attack.eps`` is not set."""
     augment_crop_padding: int
+    """Padding of the random crop (0: none)."""
     flip: bool
+    """Whether training flips images horizontally."""
 
 
 # name -> (num_classes, channels, size, default_eps, crop padding, flip); folder's are filled in on load
@@ -351,12 +362,18 @@ class Augment:
 
 @dataclass
 class Batch:
-    x: torch.Tensor  # float32 [B, C, H, W] in [0, 1], augmented, on the device
+    x: torch.Tensor
+    """float32 [B, C, H, W] in [0, 1], augmented, on the device."""
     y: torch.Tensor
-    index: torch.Tensor  # positions in the full training Dataset
+    """Labels [B]."""
+    index: torch.Tensor
+    """Positions in the full training Dataset [B] (the keys of per-sample state)."""
     crop: torch.Tensor | None = None
+    """Crop offsets [B, 2] in the padded frame, or None (not augmented)."""
     flip: torch.Tensor | None = None
+    """Horizontal flips [B], or None."""
     views: list["Batch"] = field(default_factory=list)
+    """Further augmented views of the same samples (when plugins ask for several)."""
 
 
 def _batch_seed(seed: int, epoch: int, batch_no: int) -> int:

@@ -7,6 +7,8 @@ raises an `AdvcoreError`; the CLI prints its message alone and exits with code 2
 
 from __future__ import annotations
 
+__all__ = ["AdvcoreError", "ConfigError", "PluginError", "CheckpointError", "TrainingError", "Interrupted"]
+
 
 class AdvcoreError(Exception):
     """A problem the user can fix; its message is shown without a traceback."""

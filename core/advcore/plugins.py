@@ -55,15 +55,22 @@ class PluginInfo:
 
 @dataclass
 class Installed:
-    """An installed plugin as found through its entry point."""
+    """An installed plugin as found through its entry point (``run.plugins`` holds the enabled ones)."""
 
     name: str
+    """The plugin's name: its entry point's name, what ``--plugin`` takes."""
     package: str
+    """The distribution that declares it (named in errors)."""
     version: str
+    """That distribution's version."""
     entry_point: md.EntryPoint | None = None
+    """The entry point it was found through (None for in-memory plugins in tests)."""
     module: ModuleType | Any | None = None
+    """The loaded plugin object (a module, or an object with ``@hookimpl`` methods)."""
     error: str | None = None
+    """Why it failed to load, if it did."""
     info: PluginInfo = field(default_factory=PluginInfo)
+    """What its ``advcore_plugin_info`` returned: roles, defaults, options, order."""
 
     def load(self) -> Any:
         """Import the plugin; import errors become a PluginError naming its package."""

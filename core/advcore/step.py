@@ -31,10 +31,15 @@ class AttackObjective:
     """
 
     name: str
+    """Shown in errors and plans (usually the objective plugin's name)."""
     loss: Callable[[torch.Tensor, Any], torch.Tensor]
+    """``loss(logits_adv, target)`` -> per-sample values [B] the adversary maximises."""
     prepare: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], Any] | None = None
+    """``prepare(model, x, y)`` -> the target ``loss`` compares against, computed once per attack without gradients; None means the labels ``y``."""
     init: Literal["uniform", "normal", "none"] = "uniform"
+    """Start of the attack: "uniform" in the ball, "normal" (x + 0.001 N(0, 1)) or "none" (the clean input)."""
     mode: Literal["eval", "train"] = "eval"
+    """The model's mode while examples are generated (``attack.model_mode`` can override it)."""
 
     def target(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Any:
         if self.prepare is None:
@@ -52,9 +57,13 @@ class LossTerm:
     """
 
     name: str
+    """The term's name (in plans, NaN messages and term-targeted sample weights)."""
     values: torch.Tensor
+    """Per-sample values [B], attached to the graph."""
     weight: float = 1.0
+    """Scalar factor of the term in the total loss."""
     mask: torch.Tensor | None = None
+    """Boolean [B]: average over these samples only (None: all)."""
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

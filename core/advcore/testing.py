@@ -19,16 +19,29 @@ import torch
 from pydantic import BaseModel, ValidationError
 
 from .attacks import model_mode
-from .config import RunConfig, format_validation_error
+from .checkpoint import load_checkpoint
+from .config import RunConfig, format_validation_error, validate_options
 from .conformance import PROBE, Problem, Probe, difference, first_difference, hook_named_in, implementers, snapshot
 from .data import Batch
 from .errors import AdvcoreError, PluginError
+from .evaluate import load_model
+from .models import SmallCNN
 from .plugins import Installed, _plugin_info, installed_plugins, resolve
 from .run import Run
-from .trainer import build_run, epoch_seed, evaluate_run, restore_checkpoint, train_step, write_checkpoint
+from .trainer import build_run, epoch_seed, evaluate_run, lr_at, restore_checkpoint, train, train_step, write_checkpoint
 
 __all__ = ["tiny_config", "tiny_run", "tiny_batch", "check_plugin", "ConformanceReport", "ConformanceError",
-           "Problem", "BASELINES", "CHECK_CONFIG"]
+           "Problem", "BASELINES", "CHECK_CONFIG", "train", "train_step", "load_checkpoint", "load_model", "resolve",
+           "validate_options", "lr_at", "SmallCNN", "run_cli"]
+
+
+def run_cli(args: list[str]):
+    """Run ``advcore ARGS`` in this process (typer's CliRunner); the result has ``exit_code`` and ``output``."""
+    from typer.testing import CliRunner
+
+    from .cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def tiny_config(plugins: list[str], options: dict[str, dict[str, Any]] | None = None, **overrides: Any) -> RunConfig:
@@ -81,9 +94,13 @@ class ConformanceReport:
     """What ``check_plugin`` found: checks that passed, compositions refused, problems."""
 
     plugin: str
+    """The plugin checked."""
     passed: list[str] = field(default_factory=list)
+    """Names of the checks that passed."""
     refused: dict[str, str] = field(default_factory=dict)
+    """Partner -> the one-line error that refused the composition."""
     problems: list[Problem] = field(default_factory=list)
+    """Every broken contract found."""
 
     @property
     def ok(self) -> bool:

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from advcore.config import load_config
-from advcore.state import SampleState
+from advcore import load_config
+from advcore import SampleState
 from advcore.testing import tiny_batch, tiny_config, tiny_run
-from advcore.trainer import lr_at, train, train_step
+from advcore.testing import lr_at, train, train_step
 from advcore_adaptive_targets import STARTED, TARGET, update_targets
 
 os.environ.setdefault("ADVCORE_PROGRESS", "0")
@@ -149,7 +149,7 @@ def test_targets_survive_resume(tmp_path):
     with pytest.raises(Stop):
         train(cfg, tmp_path / "resumed", log=stop_after_two)
     train(cfg, tmp_path / "resumed", resume=True, log=lambda line: None)
-    from advcore.checkpoint import load_checkpoint
+    from advcore.testing import load_checkpoint
 
     a = load_checkpoint(tmp_path / "straight")[1]
     b = load_checkpoint(tmp_path / "resumed")[1]

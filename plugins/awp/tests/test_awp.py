@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from advcore.testing import tiny_batch, tiny_run
-from advcore.trainer import train_step
+from advcore.testing import train_step
 
 ARCH = {"arch": "resnet18", "width": 8}  # has BatchNorm: the proxy must not touch the model's statistics
 SGD = {"lr": 0.1, "weight_decay": 5e-4, "momentum": 0.0, "schedule": "constant"}

@@ -6,9 +6,9 @@ import sys
 
 import torch
 
-from advcore.checkpoint import load_checkpoint
-from advcore.config import load_config
-from advcore.trainer import train
+from advcore.testing import load_checkpoint
+from advcore import load_config
+from advcore.testing import train
 
 SETTINGS = ["data.dataset=digits", "data.subset=64", "model.arch=small-cnn", "model.width=4", "eval.n=16",
             "eval.pgd_steps=1", "optim.schedule=constant", "optim.lr=0.05", "device=cpu", "seed=3", "epochs=1",

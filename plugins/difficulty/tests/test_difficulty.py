@@ -6,16 +6,15 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from typer.testing import CliRunner
 
-from advcore.cli import app
-from advcore.config import load_config
-from advcore.data import Dataset
+from advcore.testing import run_cli
+from advcore import load_config
+from advcore import Dataset
 from advcore.difficulty import (LOSS_SUM, VISITS, DifficultyError, d_distance, difficulty_scores, load_table,
                                 subset_indices)
 from advcore.errors import ConfigError
 from advcore.testing import tiny_batch, tiny_config, tiny_run
-from advcore.trainer import train, train_step
+from advcore.testing import train, train_step
 
 os.environ.setdefault("ADVCORE_PROGRESS", "0")
 torch.set_num_threads(1)
@@ -88,7 +87,7 @@ def test_two_seeds_agree_on_instance_difficulty(two_seeds):
 
 def test_analyze_difficulty_writes_the_csv_and_the_d_distance(two_seeds):
     a, b = two_seeds
-    result = CliRunner().invoke(app, ["analyze", "difficulty", str(a), "--compare", str(b), "--groups", "2"])
+    result = run_cli(["analyze", "difficulty", str(a), "--compare", str(b), "--groups", "2"])
     assert result.exit_code == 0, result.output
     assert "512 samples" in result.output and "D-distance to" in result.output
     rows = list(csv.DictReader(open(a / "difficulty.csv")))
@@ -100,7 +99,7 @@ def test_analyze_difficulty_writes_the_csv_and_the_d_distance(two_seeds):
 
 def test_easiest_and_hardest_subsets_are_class_balanced_by_difficulty(two_seeds, tmp_path):
     a, _ = two_seeds
-    CliRunner().invoke(app, ["analyze", "difficulty", str(a), "--csv", str(tmp_path / "d.csv")])
+    run_cli(["analyze", "difficulty", str(a), "--csv", str(tmp_path / "d.csv")])
     table = load_table(a)[0]
     run = tiny_run(["pgd-at"], data={"subset": "easiest:100", "difficulty_file": str(tmp_path / "d.csv")})
     easy = run.loader.indices
@@ -147,6 +146,6 @@ def test_subset_errors_name_the_fix(tmp_path):
 def test_analyze_without_history_is_one_line(tmp_path):
     cfg = tiny_config(["pgd-at"], epochs=1, data={"subset": 32}, attack={"steps": 1}, eval={"n": 8, "pgd_steps": 1})
     train(cfg, tmp_path / "plain", log=lambda line: None)
-    result = CliRunner().invoke(app, ["analyze", "difficulty", str(tmp_path / "plain")])
+    result = run_cli(["analyze", "difficulty", str(tmp_path / "plain")])
     assert result.exit_code != 0
     assert "no per-sample loss history; train the run with --plugin difficulty" in str(result.exception)

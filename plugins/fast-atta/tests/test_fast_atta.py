@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from advcore.data import Batch
+from advcore import Batch
 from advcore.errors import PluginError
-from advcore.plugins import resolve
+from advcore.testing import resolve
 from advcore.testing import tiny_batch, tiny_run
-from advcore.trainer import train_step
+from advcore.testing import train_step
 
 FROZEN = {"lr": 1e-12, "weight_decay": 0.0, "momentum": 0.0, "schedule": "constant"}
 ARCH = {"arch": "resnet18", "width": 8}  # BatchNorm: the step's model mode matters

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from advcore.testing import tiny_config
-from advcore.trainer import train
+from advcore.testing import train
 
 os.environ.setdefault("ADVCORE_PROGRESS", "0")
 torch.set_num_threads(1)

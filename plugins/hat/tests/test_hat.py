@@ -11,11 +11,11 @@ import torch.nn.functional as F
 
 import advcore_hat
 from advcore import Run
-from advcore.core_plugin import reduce_terms
+from advcore import reduce_terms
 from advcore.errors import AdvcoreError, Interrupted
-from advcore.step import Step
+from advcore import Step
 from advcore.testing import tiny_batch, tiny_config, tiny_run
-from advcore.trainer import train, train_step
+from advcore.testing import train, train_step
 
 FROZEN = {"lr": 1e-12, "weight_decay": 0.0, "momentum": 0.0, "schedule": "constant"}
 

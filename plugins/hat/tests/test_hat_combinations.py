@@ -6,12 +6,11 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from typer.testing import CliRunner
 
-from advcore import checkpoint as ckpt
-from advcore.cli import app
+from advcore.testing import load_checkpoint
+from advcore.testing import run_cli
 from advcore.testing import tiny_batch, tiny_config, tiny_run
-from advcore.trainer import train, train_step
+from advcore.testing import train, train_step
 
 FROZEN = {"lr": 1e-12, "weight_decay": 0.0, "momentum": 0.0, "schedule": "constant"}
 EPS = 0.1
@@ -19,7 +18,7 @@ EPS = 0.1
 
 def plan(*plugins):
     args = ["plan", "--json"] + [a for p in plugins for a in ("--plugin", p)]
-    result = CliRunner().invoke(app, args)
+    result = run_cli(args)
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
 
@@ -66,7 +65,7 @@ def _config(std_checkpoint, epochs):
 
 
 def _saved(out):
-    manifest, tensors = ckpt.load_checkpoint(out / "checkpoints" / "last")
+    manifest, tensors = load_checkpoint(out / "checkpoints" / "last")
     return manifest, tensors
 
 
@@ -110,7 +109,7 @@ def test_flagship_commands_train_from_the_command_line(std_checkpoint, tmp_path,
     args = ["train", "--plugin", "hat", "--plugin", extra, "--dataset", "digits", "--subset", "64", "--epochs", "1",
             "--out", str(out), "--set", f"options.hat.std_checkpoint={std_checkpoint}", "--set", "model.width=8",
             "--set", "eval.n=16", "--set", "attack.steps=2"]
-    result = CliRunner().invoke(app, args)
+    result = run_cli(args)
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert "hat.helper_label_is_y" in metrics

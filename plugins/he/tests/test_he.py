@@ -10,11 +10,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import advcore_he
-from advcore.config import validate_options
+from advcore.testing import validate_options
 from advcore.errors import AdvcoreError, PluginError
-from advcore.models import SmallCNN
+from advcore.testing import SmallCNN
 from advcore.testing import tiny_batch, tiny_config, tiny_run
-from advcore.trainer import train, train_step
+from advcore.testing import train, train_step
 
 FROZEN = {"lr": 1e-12, "weight_decay": 0.0, "momentum": 0.0, "schedule": "constant"}
 
@@ -182,10 +182,9 @@ def test_he_composes_with_objectives_adversaries_and_iaat(other):
 
 
 def test_saved_he_run_evaluates_with_no_plugin_flags(tmp_path):
-    from typer.testing import CliRunner
 
-    from advcore.cli import app
-    from advcore.evaluate import load_model
+    from advcore.testing import run_cli
+    from advcore.testing import load_model
 
     config = tiny_config(["he"], {"he": {"s": 10.0}}, epochs=1, data={"subset": 64},
                          eval={"n": 32, "pgd_steps": 2})
@@ -193,7 +192,7 @@ def test_saved_he_run_evaluates_with_no_plugin_flags(tmp_path):
     model, _, manifest = load_model(tmp_path, "cpu")
     assert isinstance(model.head, advcore_he.HypersphereHead) and model.head.s == 10.0
     assert manifest["model"]["head"]["type"] == "hypersphere"
-    result = CliRunner().invoke(app, ["eval", str(tmp_path), "--json", "--attack", "pgd", "--n", "32",
+    result = run_cli(["eval", str(tmp_path), "--json", "--attack", "pgd", "--n", "32",
                                       "--pgd-steps", "2", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output.strip().splitlines()[-1])

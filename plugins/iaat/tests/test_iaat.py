@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from advcore import checkpoint as ckpt
-from advcore.step import Step
+from advcore.testing import load_checkpoint
+from advcore import Step
 from advcore.testing import tiny_batch, tiny_config, tiny_run
-from advcore.trainer import train, train_step
+from advcore.testing import train, train_step
 
 GAMMA, BETA = 0.05, 0.25
 
@@ -114,10 +114,10 @@ def test_radii_survive_resume_and_match_an_uninterrupted_run(tmp_path):
     train(tiny_config(["iaat"], options, epochs=2, **settings), straight, log=lambda *_: None)
     parts = tmp_path / "resumed"
     train(tiny_config(["iaat"], options, epochs=1, **settings), parts, log=lambda *_: None)
-    _, after_one = ckpt.load_checkpoint(parts / "checkpoints" / "last")
+    _, after_one = load_checkpoint(parts / "checkpoints" / "last")
     history = train(tiny_config(["iaat"], options, epochs=2, **settings), parts, resume=True, log=lambda *_: None)
-    _, first = ckpt.load_checkpoint(straight / "checkpoints" / "last")
-    _, second = ckpt.load_checkpoint(parts / "checkpoints" / "last")
+    _, first = load_checkpoint(straight / "checkpoints" / "last")
+    _, second = load_checkpoint(parts / "checkpoints" / "last")
     assert after_one["state.iaat.seen"].sum() == 64
     assert not torch.equal(after_one["state.iaat.radius"], second["state.iaat.radius"])  # epoch 2 searched
     assert torch.equal(first["state.iaat.radius"], second["state.iaat.radius"])

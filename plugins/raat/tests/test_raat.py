@@ -15,13 +15,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from scipy import stats
-from typer.testing import CliRunner
 
-from advcore.cli import app
-from advcore.data import Batch
+from advcore.testing import run_cli
+from advcore import Batch
 from advcore.errors import PluginError
 from advcore.testing import tiny_batch, tiny_config, tiny_run
-from advcore.trainer import train, train_step
+from advcore.testing import train, train_step
 from advcore_raat.dicar import mixing_weights, sample_beta, step_generator
 from advcore_raat.split import split_rows
 
@@ -238,7 +237,7 @@ def test_forward_passes_per_batch_against_pgd_at():
 
 
 def test_plan_shows_raat_plus_plus_composition():
-    result = CliRunner().invoke(app, ["plan", "--plugin", "raat", "--plugin", "mart", "--json"])
+    result = run_cli(["plan", "--plugin", "raat", "--plugin", "mart", "--json"])
     assert result.exit_code == 0, result.output
     plan = json.loads(result.output)
     assert plan["roles"] == {"objective": "mart", "adversary": "pgd"}

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from advcore.errors import ConfigError
 from advcore.testing import tiny_batch, tiny_run
-from advcore.trainer import train_step
+from advcore.testing import train_step
 
 os.environ.setdefault("ADVCORE_PROGRESS", "0")
 torch.set_num_threads(1)
