@@ -406,6 +406,17 @@ class Probe:
         return loss
 
     @_observe
+    def advcore_observe_loss(self, run, step):
+        loss, terms = step.loss, list(step.terms)
+        values = [t.values.detach().clone() for t in terms]
+        with self.watch("advcore_observe_loss"):
+            result = yield
+        if step.loss is not loss or len(step.terms) != len(terms) or any(
+                a is not b or not torch.equal(a.values.detach(), v) for a, b, v in zip(step.terms, terms, values)):
+            self.problem(run, "advcore_observe_loss", "changed the loss or its terms; an observer only reads them")
+        return result
+
+    @_observe
     def advcore_after_step(self, run, step):
         with self.watch("advcore_after_step"):
             result = yield

@@ -122,6 +122,7 @@ CONTRACT: tuple[HookContract, ...] = (
 """Every hook, in call order within its family."""
 
 CONTRACTS = {c.name: c for c in CONTRACT}
+"""The contract rows by hook name."""
 
 
 def hookspec(fn):

@@ -295,8 +295,7 @@ class Hooks:
     def data_views(self, run) -> int:
         answers = self._call("advcore_data_views", run=run)
         for a in answers:
-            if not isinstance(a, int) or a < 1:
-                raise PluginError(f"advcore_data_views returned {a!r}; expected a positive int")
+            check_result("advcore_data_views", a)
         return max(answers, default=1)
 
     def on_run_start(self, run) -> None:
@@ -320,22 +319,13 @@ class Hooks:
         _check_vector("advcore_select_samples", step.step_size, step.size, "step.step_size")
 
     def attack_objective(self, run, step):
-        from .step import AttackObjective
-
-        obj = self._call("advcore_attack_objective", run=run, step=step)
-        if obj is not None and not isinstance(obj, AttackObjective):
-            raise PluginError(f"advcore_attack_objective returned {type(obj).__name__}; expected AttackObjective")
-        return obj
+        return check_result("advcore_attack_objective", self._call("advcore_attack_objective", run=run, step=step))
 
     def generate_adversarial(self, run, step, objective) -> torch.Tensor:
         adv = self._call("advcore_generate_adversarial", run=run, step=step, objective=objective)
         if adv is None:
             raise PluginError("no plugin generates adversarial examples; add an adversary, e.g. --plugin pgd")
-        if not isinstance(adv, torch.Tensor) or adv.shape != step.x.shape:
-            raise PluginError(
-                f"advcore_generate_adversarial returned {_describe(adv)}; expected a tensor shaped {tuple(step.x.shape)}"
-            )
-        return adv
+        return check_result("advcore_generate_adversarial", adv, step=step)
 
     def derive_examples(self, run, step) -> None:
         self._call("advcore_derive_examples", run=run, step=step)
@@ -344,28 +334,15 @@ class Hooks:
         self._call("advcore_adapt_targets", run=run, step=step)
 
     def loss_terms(self, run, step) -> list:
-        from .step import LossTerm
-
         terms = []
         for result in self._call("advcore_loss_terms", run=run, step=step):
-            if result is None:
-                continue
-            for term in result:
-                if not isinstance(term, LossTerm) or term.values.shape != (step.size,):
-                    raise PluginError(
-                        f"advcore_loss_terms returned {_describe(getattr(term, 'values', term))}; "
-                        f"expected LossTerm values shaped ({step.size},)"
-                    )
-                terms.append(term)
+            if result is not None:
+                terms += check_result("advcore_loss_terms", result, step=step)
         return terms
 
     def adjust_logits(self, step, logits, target) -> torch.Tensor:
         out = self._call("advcore_adjust_logits", run=step.run, step=step, logits=logits, target=target)
-        if out is None:
-            return logits
-        if not isinstance(out, torch.Tensor) or out.shape != logits.shape:
-            raise PluginError(f"advcore_adjust_logits returned {_describe(out)}; expected {tuple(logits.shape)}")
-        return out
+        return logits if out is None else check_result("advcore_adjust_logits", out, logits=logits)
 
     def sample_weights(self, run, step) -> torch.Tensor | None:
         weights = None
@@ -391,11 +368,8 @@ class Hooks:
     def state_dict(self, run) -> dict:
         merged: dict = {}
         for part in self._call("advcore_state_dict", run=run):
-            if part is None:
-                continue
-            if not isinstance(part, dict):
-                raise PluginError(f"advcore_state_dict returned {_describe(part)}; expected a dict")
-            merged.update(part)
+            if part is not None:
+                merged.update(check_result("advcore_state_dict", part))
         return merged
 
     def load_state_dict(self, run, state: dict) -> None:
@@ -410,6 +384,52 @@ class Hooks:
             impls = getattr(self.pm.hook, name).get_hookimpls()
             result[name] = [i.plugin_name + (" (wrapper)" if i.wrapper else "") for i in reversed(impls)]
         return result
+
+
+def _expect_terms(value: Any, step) -> str | None:
+    from .step import LossTerm
+
+    if not isinstance(value, (list, tuple)):
+        return "expected a list of LossTerm"
+    for term in value:
+        if not isinstance(term, LossTerm) or not isinstance(term.values, torch.Tensor) \
+                or term.values.shape != (step.size,):
+            return f"a term is {_describe(getattr(term, 'values', term))}; expected LossTerm values shaped ({step.size},)"
+    return None
+
+
+def _expect_objective(value: Any) -> str | None:
+    from .step import AttackObjective
+
+    return None if value is None or isinstance(value, AttackObjective) else "expected AttackObjective or None"
+
+
+def _shaped(value: Any, shape) -> str | None:
+    ok = isinstance(value, torch.Tensor) and tuple(value.shape) == tuple(shape)
+    return None if ok else f"expected a tensor shaped {tuple(shape)}"
+
+
+RESULT_CHECKS: dict[str, Any] = {
+    "none": lambda v, c: None if v is None else "expected None",
+    "PluginInfo": lambda v, c: None if isinstance(v, PluginInfo) else "expected PluginInfo",
+    "int>=1": lambda v, c: None if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else "expected a positive int",
+    "AttackObjective?": lambda v, c: _expect_objective(v),
+    "tensor like step.x": lambda v, c: _shaped(v, c["step"].x.shape),
+    "list[LossTerm]?": lambda v, c: None if v is None else _expect_terms(v, c["step"]),
+    "tensor like logits?": lambda v, c: None if v is None else _shaped(v, c["logits"].shape),
+    "weights?": lambda v, c: None if v is None else _shaped(v, (c["step"].size,)),
+    "loss tensor": lambda v, c: None if isinstance(v, torch.Tensor) and v.dim() == 0 else "expected a scalar tensor",
+    "state dict?": lambda v, c: None if v is None or isinstance(v, dict) else "expected a dict or None",
+}
+"""How each result kind of ``hookspecs.CONTRACT`` is checked; tests/test_hook_contract.py keeps them in step."""
+
+
+def check_result(hook: str, value: Any, **context: Any) -> Any:
+    """``value`` if it is what ``hook``'s contract says it returns, else a PluginError naming the hook."""
+    problem = RESULT_CHECKS[hookspecs.CONTRACTS[hook].result](value, context)
+    if problem is not None:
+        raise PluginError(f"{hook} returned {_describe(value)}; {problem}")
+    return value
 
 
 def _check_vector(hook: str, value: Any, size: int, what: str) -> None:

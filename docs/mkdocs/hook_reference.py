@@ -91,21 +91,30 @@ def render() -> str:
         "plugin is packaged and tested: [Writing a plugin](writing-plugins.md); what the conformance kit "
         "checks for each hook: [advcore.testing](api.md#advcoretesting).",
         "",
-        "| hook | results |",
-        "|---|---|",
+        "The table is `advcore.hookspecs.CONTRACT`, the one source of the contract: the specs' first-result "
+        "flags, the facade's result checks, the conformance probe and this page are derived from it "
+        "(tests/test_hook_contract.py). *Wrappable*: `@hookimpl(wrapper=True)` implementations may surround "
+        "the others; a wrapper on any other hook is refused when the run is built.",
+        "",
+        "| hook | when it is called | what it may change | returns | results | wrappable |",
+        "|---|---|---|---|---|---|",
     ]
     table, body, last_section = [], [], None
     for section, node in hooks(source):
-        spec = getattr(specs, node.name).advcore_spec
-        how = "first result wins" if spec["firstresult"] else "collect all"
+        contract = specs.CONTRACTS[node.name]
+        how = "first result wins" if contract.firstresult else "collect all"
         anchor = node.name  # Python-Markdown's slug of the heading below
-        table.append(f"| [`{node.name}`](#{anchor}) | {how} |")
+        cells = [f"[`{node.name}`](#{anchor})", contract.when, contract.may_change, f"`{contract.result}`", how,
+                 "yes" if contract.wrappable else "no"]
+        table.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         if section != last_section:
             body += [f"## {section[0].upper()}{section[1:]}", ""]
             last_section = section
-        decorator = "@hookspec(firstresult=True)" if spec["firstresult"] else "@hookspec"
+        decorator = "@hookspec  # firstresult" if contract.firstresult else "@hookspec"
+        wrap = "may be wrapped" if contract.wrappable else "may not be wrapped"
         body += [f"### {node.name}", "", "```python", decorator, f"def {signature(node)}", "```", "",
-                 f"*{how.capitalize()}.*", "", markdown(ast.get_docstring(node) or ""), ""]
+                 f"*{how.capitalize()}; {wrap}. Called {contract.when}. May change: {contract.may_change}.*", "",
+                 markdown(ast.get_docstring(node) or ""), ""]
     return "\n".join(parts + table + [""] + body).rstrip() + "\n"
 
 
