@@ -97,3 +97,46 @@ def test_an_existing_package_folder_is_not_overwritten(tmp_path, monkeypatch, ca
     assert run_cli(monkeypatch, "new-plugin", "my-method", "--dir", str(tmp_path)) == 2
     assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'advcore-my-method'} already exists and is not "
                                                f"empty; choose another --dir or remove it")
+
+
+@pytest.fixture(scope="module")
+def installed_pair(tmp_path_factory):
+    """A package with two plugins, an add-on and an adversary, pip-installed into its own target folder."""
+    root = tmp_path_factory.mktemp("scaffold-pair")
+    package = new_plugin("pair-addon", root, also=["pair-adversary:adversary"])
+    site = root / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--no-index", "--target", str(site), str(package)], check=True, capture_output=True)
+    return package, site
+
+
+def test_one_package_can_hold_several_plugins_with_a_stub_for_every_hook(installed_pair):
+    from advcore.hookspecs import CONTRACT
+
+    package, _ = installed_pair
+    entry = tomllib.loads((package / "pyproject.toml").read_text())["project"]["entry-points"]["advcore.plugins"]
+    assert entry == {"pair-addon": "advcore_pair_addon.pair_addon", "pair-adversary": "advcore_pair_addon.pair_adversary"}
+    for module in ("pair_addon", "pair_adversary"):
+        source = (package / "advcore_pair_addon" / f"{module}.py").read_text()
+        for contract in CONTRACT:
+            assert f"def {contract.name}(" in source, f"{module} has no stub for {contract.name}"
+    adversary = (package / "advcore_pair_addon" / "pair_adversary.py").read_text()
+    assert "\n@hookimpl\ndef advcore_generate_adversarial(" in adversary  # its role's hook is active
+    assert "# def advcore_attack_objective(" in adversary  # another role's hook is not
+
+
+def test_both_generated_plugins_pass_their_generated_tests(installed_pair, monkeypatch):
+    package, site = installed_pair
+    monkeypatch.syspath_prepend(str(site))
+    for module in ("pair_addon", "pair_adversary"):
+        spec = importlib.util.spec_from_file_location(f"generated_{module}", package / "tests" / f"test_{module}.py")
+        tests = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(tests)
+        getattr(tests, f"test_{module}_passes_the_conformance_kit")()
+        getattr(tests, f"test_{module}_adds_its_weighted_loss_term")()
+
+
+def test_a_bad_role_is_refused_in_one_line(tmp_path):
+    with pytest.raises(AdvcoreError, match="role 'critic' of plugin 'x' is not allowed; use one of objective, "
+                                           "adversary, head"):
+        new_plugin("my-method", tmp_path, also=["x:critic"])

@@ -402,12 +402,15 @@ def plan(
                   "advcore_adjust_logits", "advcore_sample_weights", "advcore_after_step"]
     per_step = {h: order[h] for h in step_hooks if order.get(h)}
     lifecycle = {h: v for h, v in order.items() if v and h not in step_hooks and h != "advcore_plugin_info"}
-    result = {"plugins": [p.name for p in chosen], "defaults_added": added, "roles": roles,
+    result = {"plugins": [p.name for p in chosen], "order": {p.name: p.info.order for p in chosen},
+              "defaults_added": added, "roles": roles,
               "hooks": {**per_step, **lifecycle}, "per_step": list(per_step), "lifecycle": list(lifecycle)}
     if as_json:
         typer.echo(json.dumps(result, indent=1))
         return
     typer.echo(f"plugins: {', '.join(result['plugins'])}" + (f"  (defaults added: {', '.join(added)})" if added else ""))
+    typer.echo("  canonical order (PluginInfo.order, then name; the --plugin order never matters): "
+               + ", ".join(f"{p.name}={p.info.order}" for p in chosen))
     for role, name in roles.items():
         typer.echo(f"  {role:<10} {name}")
     for title, hooks in (("per step, in order:", per_step), ("lifecycle:", lifecycle)):
@@ -421,11 +424,15 @@ def plan(
 def new_plugin(
     name: str = typer.Argument(..., help="the plugin's name (--plugin NAME): lowercase letters, digits, hyphens"),
     directory: Path = typer.Option(Path("."), "--dir", "-d", help="folder in which to create advcore-NAME/"),
+    also: Optional[List[str]] = typer.Option(None, "--also", help="another plugin in the same package: NAME or "
+                                                                 "NAME:ROLE (repeatable)"),
+    role: Optional[str] = typer.Option(None, "--role", help="role of plugin NAME: objective, adversary or head "
+                                                            "(default: an add-on)"),
 ) -> None:
-    """Write a new plugin package: pyproject with the entry point, options, hook stubs, README, tests."""
+    """Write a new plugin package: pyproject with the entry points, options, a stub for every hook, README, tests."""
     from .scaffold import new_plugin as write_package
 
-    root = write_package(name, directory)
+    root = write_package(name, directory, also or [], role)
     typer.echo(f"created {root}")
     typer.echo(f"next: pip install -e {root} && pytest {root / 'tests'} && advcore plugins")
 
