@@ -36,7 +36,7 @@ def test_run_directory_artefacts(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["plugins"] == ["trades"]
     manifest, tensors = ckpt.load_checkpoint(tmp_path / "checkpoints" / "last")
-    assert manifest["epoch"] == 2 and [p["name"] for p in manifest["plugins"]] == ["trades", "pgd"]
+    assert manifest["epoch"] == 2 and [p["name"] for p in manifest["plugins"]] == ["pgd", "trades"]  # canonical order
     assert any(k.startswith("model.") for k in tensors) and "rng.torch" in tensors
     assert (tmp_path / "checkpoints" / "best.json").exists()
     assert not list(tmp_path.glob("checkpoints/*.tmp"))
@@ -63,7 +63,7 @@ def test_resume_after_epoch_one_matches_an_uninterrupted_run(tmp_path, plugins):
 
 def test_resume_with_other_plugins_names_the_needed_ones(tmp_path):
     train(tiny_config(["trades"], epochs=2), tmp_path, log=lambda _: None, stop_after=1)
-    with pytest.raises(CheckpointError, match="trained with plugins trades, pgd.*--plugin trades --plugin pgd"):
+    with pytest.raises(CheckpointError, match="trained with plugins pgd, trades.*--plugin pgd --plugin trades"):
         train(tiny_config(["mart"], epochs=2), tmp_path, resume=True, log=lambda _: None)
 
 
