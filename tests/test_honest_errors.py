@@ -84,3 +84,43 @@ def test_two_answers_to_a_first_result_hook_are_a_named_conflict():
 
     with pytest.raises(PluginError, match="plugins '.*' and '.*' both answer advcore_adjust_logits"):
         build_manager(resolve(["he"]) + [Installed("second-head", "tests", "0", module=SecondHead())])
+
+
+def _with(plugin_object, name="sloppy"):
+    from advcore.plugins import Installed
+
+    return resolve(["pgd-at"]) + [Installed(name, "tests", "0", module=plugin_object)]
+
+
+@pytest.mark.parametrize("hook_source, message", [
+    ("run.stash['cache'] = 1", r"run.stash\['cache'\] is not an enabled plugin's name"),
+    ("run.state.tensor('radius')", r"per-sample state 'radius' is not named '<plugin>.<what>'"),
+])
+def test_the_naming_rule_is_checked_at_run_start(hook_source, message):
+    from advcore import hookimpl
+    from advcore.testing import tiny_config
+    from advcore.trainer import build_run
+
+    class Sloppy:
+        @hookimpl
+        def advcore_on_run_start(self, run):
+            exec(hook_source, {"run": run})
+
+    run, _ = build_run(tiny_config(["pgd-at"]), None, plugins=_with(Sloppy()))
+    with pytest.raises(PluginError, match=message):
+        run.hooks.on_run_start(run)
+
+
+def test_step_records_follow_the_naming_rule():
+    from advcore import hookimpl
+    from advcore.testing import tiny_config
+    from advcore.trainer import build_run
+
+    class Sloppy:
+        @hookimpl
+        def advcore_after_step(self, step):
+            step.record("sloppy/ratio", 0.5)
+
+    run, _ = build_run(tiny_config(["pgd-at"], attack={"steps": 1}), None, plugins=_with(Sloppy()))
+    with pytest.raises(PluginError, match=r"step.record\('sloppy/ratio'\): metric names are '<plugin>.<what>'"):
+        train_step(run, tiny_batch(run, 4), 0, 0)

@@ -20,12 +20,13 @@ from typing import Any, Iterator
 import torch
 
 from .hookspecs import hookimpl
+from .plugins import PROBE_NAME
 from .step import AttackObjective, LossTerm
 
 __all__ = ["PROBE", "EPS_FACTORS", "Problem", "Probe", "difference", "first_difference", "implementers",
            "hook_named_in", "snapshot"]
 
-PROBE = "advcore.conformance"
+PROBE = PROBE_NAME
 EPS_FACTORS = (1.0, 0.5, 0.25, 0.75)
 """Each sample's budget is the run's eps times ``EPS_FACTORS[index % 4]``."""
 TOL = 1e-5

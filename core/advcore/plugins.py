@@ -248,20 +248,21 @@ def check_names(run, metrics: Iterable[str] = ()) -> None:
     for kind, keys in (("per-sample state", list(run.state)), ("epoch metric", list(metrics))):
         for key in keys:
             if key.partition(".")[0] not in names:
-                raise PluginError(f"{kind} {key!r} is not named '<plugin>.<what>' after an enabled plugin; "
-                                  f"name it e.g. '{sorted(names)[0]}.{key.replace('/', '_')}'")
+                raise PluginError(f"{kind} {key!r} is not named '<plugin>.<what>' after an enabled plugin "
+                                  f"({', '.join(sorted(names))}); rename it, e.g. 'fast-atta.delta'")
+
 
 def _refuse_competing_answers(pm: pluggy.PluginManager) -> None:
     """Two plugins answering one first-result hook would make one of them silently ignored."""
-    for name in hookspecs.__all__:
-        caller = getattr(pm.hook, name, None)
-        if caller is None or not (caller.spec and caller.spec.opts.get("firstresult")):
+    for contract in hookspecs.CONTRACT:
+        if not contract.firstresult:
             continue
+        caller = getattr(pm.hook, contract.name)
         answering = [i.plugin_name for i in caller.get_hookimpls()
                      if not i.wrapper and not i.hookwrapper and i.plugin_name != "advcore.core"]
         if len(answering) > 1:
             raise PluginError(
-                f"plugins '{answering[-1]}' and '{answering[-2]}' both answer {name}, where only one answer "
+                f"plugins '{answering[-1]}' and '{answering[-2]}' both answer {contract.name}, where only one answer "
                 f"is used; enable only one of them"
             )
 
