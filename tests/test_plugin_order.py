@@ -114,3 +114,25 @@ def test_the_test_sees_a_difference_when_there_is_one(std_checkpoint):
         train_step(run, tiny_batch(run, 8, start), 0, k)
     assert any(not torch.equal(v, run.model.state_dict()[k.removeprefix("model.")])
                for k, v in a[0].items() if k.startswith("model."))
+
+
+def test_the_installed_command_gives_one_answer_for_free_and_raat_in_either_order(tmp_path):
+    """The issue's own example, through the real ``advcore`` executable: same checkpoint tensors."""
+    import subprocess
+    import sys
+
+    from advcore.testing import load_checkpoint
+
+    advcore = Path(sys.executable).with_name("advcore")
+    common = ["--epochs", "1", "--subset", "64", "--set", "data.batch_size=16", "--set", "model.width=4",
+              "--set", "eval.n=16", "--set", "eval.pgd_steps=1", "--set", "attack.steps=2", "--seed", "0"]
+    tensors = []
+    for order in (["free", "raat"], ["raat", "free"]):
+        out = tmp_path / "-".join(order)
+        args = [str(advcore), "train", *[a for name in order for a in ("--plugin", name)], *common, "--out", str(out)]
+        subprocess.run(args, check=True, capture_output=True, timeout=300)
+        tensors.append(load_checkpoint(out / "checkpoints" / "last")[1])
+    a, b = tensors
+    assert sorted(a) == sorted(b) and any(k.startswith("plugin.free.") for k in a)
+    for key in a:  # model, optimizer, per-sample state, plugin state and the RNG streams
+        assert torch.equal(a[key], b[key]), f"{key} differs between --plugin orders"
