@@ -250,3 +250,23 @@ def advcore_load_state_dict(run: "Run", state: "dict[str, Any]") -> None:
     Called once with ``state`` = {plugin name: {"tensors": ..., "json": ...}} for all
     plugins. Returns nothing.
     """
+
+
+# --- the open attack loop ---------------------------------------------------------------
+
+__all__ += ["advcore_attack_step"]
+
+
+@hookspec
+def advcore_attack_step(run: "Run", step: "Step", attack: "Any") -> "torch.Tensor | None":
+    """Look inside the base adversary's PGD, once per iteration (FAT's early stop, GAIRAT's counts).
+
+    Called by every PGD-running adversary that passes ``run.hooks.attack_step_callback(run,
+    step)`` as ``on_step`` to ``advcore.attacks.pgd`` (the ``pgd`` and ``fat`` plugins do),
+    before each of the K steps, with ``attack`` an ``advcore.attacks.AttackStep``: the
+    iteration ``index``, the current iterate ``x_adv``, its detached ``logits`` (the forward
+    the gradient came from), ``active`` [B] and ``correct`` [B]. Must not change those
+    tensors in place. Returns a bool tensor [B] of samples to stop now (they keep their
+    current iterate) or None; the stops of all plugins are OR-ed. When no plugin implements
+    it the adversary runs the plain loop at no cost. Not meant to be a wrapper.
+    """

@@ -284,14 +284,39 @@ class Hooks:
             raise PluginError(f"advcore_adjust_logits returned {_describe(out)}; expected {tuple(logits.shape)}")
         return out
 
-    def sample_weights(self, run, step) -> torch.Tensor | None:
-        weights = None
+    def sample_weights(self, run, step) -> torch.Tensor | dict | None:
+        """The product of all plugins' weights: a tensor [B] when every answer applies to every term.
+
+        When some answer is a ``TermWeights`` naming terms, returns {term name: weights or None}
+        for the names in ``step.terms`` (None: that term is unweighted).
+        """
+        from .weights import TermWeights
+
+        weights, targeted = None, []
         for w in self._call("advcore_sample_weights", run=run, step=step):
             if w is None:
                 continue
+            if isinstance(w, TermWeights):
+                _check_vector("advcore_sample_weights", w.values, step.size, "the weights")
+                if w.terms is None:
+                    w = w.values
+                else:
+                    targeted.append(w)
+                    continue
             _check_vector("advcore_sample_weights", w, step.size, "the weights")
             weights = w if weights is None else weights * w
-        return weights
+        if not targeted:
+            return weights
+        names = list(dict.fromkeys(t.name for t in step.terms))
+        per_term = {name: weights for name in names}
+        for t in targeted:
+            unknown = [n for n in t.terms if n not in per_term]
+            if unknown:
+                raise PluginError(f"advcore_sample_weights targets loss term(s) {', '.join(unknown)}, but this "
+                                  f"step's terms are {', '.join(names) or '(none)'}; name only existing terms")
+            for n in t.terms:
+                per_term[n] = t.values if per_term[n] is None else per_term[n] * t.values
+        return per_term
 
     def update(self, run, step) -> torch.Tensor:
         return self._call("advcore_update", run=run, step=step)
@@ -322,6 +347,25 @@ class Hooks:
             result[name] = [i.plugin_name + (" (wrapper)" if i.wrapper else "") for i in reversed(impls)]
         return result
 
+
+    def attack_step_callback(self, run, step):
+        """The ``on_step`` callback for ``advcore.attacks.pgd``, or None when no plugin implements
+        ``advcore_attack_step`` (then the attack takes its plain path and pays nothing)."""
+        if not self.pm.hook.advcore_attack_step.get_hookimpls():
+            return None
+
+        def on_step(attack):
+            stop = None
+            for s in self._call("advcore_attack_step", run=run, step=step, attack=attack):
+                if s is None:
+                    continue
+                if not isinstance(s, torch.Tensor) or s.shape != (step.size,) or s.dtype != torch.bool:
+                    raise PluginError(f"advcore_attack_step returned {_describe(s)}; expected a bool tensor "
+                                      f"shaped ({step.size},) or None")
+                stop = s if stop is None else stop | s
+            return stop
+
+        return on_step
 
 def _check_vector(hook: str, value: Any, size: int, what: str) -> None:
     if not isinstance(value, torch.Tensor) or value.shape != (size,):

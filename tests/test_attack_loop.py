@@ -1,0 +1,128 @@
+"""The open attack loop: ``pgd(on_step=...)`` sees every iteration and can stop samples.
+
+Without a callback the loop must stay the plain one (same forwards, same result); with one,
+the callback sees the forward the gradient came from, and a stopped sample keeps its iterate.
+"""
+
+import pytest
+import torch
+
+from advcore.attacks import AttackStep, ce_loss, chain_callbacks, pgd
+
+torch.set_num_threads(1)
+
+
+class Counting(torch.nn.Module):
+    """A linear classifier that counts its forward calls."""
+
+    def __init__(self, dim=12, classes=3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(dim, classes)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.fc(x.flatten(1))
+
+
+def fixture(n=8):
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(n, 1, 3, 4, generator=g)
+    y = torch.randint(0, 3, (n,), generator=g)
+    return x, y
+
+
+def run_pgd(model, x, y, norm="Linf", **kw):
+    torch.manual_seed(5)
+    n = x.shape[0]
+    return pgd(model, x, y, ce_loss, eps=torch.full((n,), 0.3), step_size=torch.full((n,), 0.05), steps=6,
+               norm=norm, **kw)
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_a_callback_that_never_stops_changes_nothing_and_costs_no_forward(norm):
+    model, (x, y) = Counting(), fixture()
+    plain = run_pgd(model, x, y, norm)
+    assert model.calls == 6
+    seen = []
+    watched = run_pgd(model, x, y, norm, on_step=lambda a: seen.append(a.index))
+    assert model.calls == 12  # K forwards either way: the callback reuses the gradient's forward
+    assert seen == list(range(6))
+    assert torch.equal(plain, watched)
+
+
+def test_the_callback_sees_the_logits_of_the_current_iterate_and_its_correctness():
+    model, (x, y) = Counting(), fixture()
+    views = []
+    run_pgd(model, x, y, on_step=lambda a: views.append(AttackStep(a.index, a.steps, a.x_adv.clone(), a.logits,
+                                                                     a.active.clone(), a.labels)))
+    for a in views:
+        with torch.no_grad():
+            expected = model(a.x_adv)
+        assert torch.allclose(a.logits, expected, atol=1e-6)
+        assert torch.equal(a.correct, expected.argmax(1) == y)
+        assert a.active.all() and a.steps == 6
+
+
+def test_a_stopped_sample_keeps_the_iterate_it_had_when_it_was_stopped():
+    model, (x, y) = Counting(), fixture()
+    iterates = {}
+
+    def stop_first_two_at_step_two(a):
+        iterates[a.index] = a.x_adv.clone()
+        stop = torch.zeros_like(a.active)
+        if a.index == 2:
+            stop[:2] = True
+        return stop
+
+    out = run_pgd(model, x, y, on_step=stop_first_two_at_step_two)
+    free = run_pgd(model, x, y)
+    assert torch.equal(out[:2], iterates[2][:2])
+    assert not torch.equal(out[:2], free[:2])  # they would have moved on
+    assert torch.equal(out[2:], free[2:])  # the others are untouched
+
+
+def test_chained_callbacks_or_their_stops_and_none_means_the_plain_path():
+    assert chain_callbacks(None, None) is None
+    a = lambda v: torch.tensor([True, False, False])  # noqa: E731
+    b = lambda v: torch.tensor([False, False, True])  # noqa: E731
+    c = lambda v: None  # noqa: E731
+    view = AttackStep(0, 1, torch.zeros(3, 2), torch.zeros(3, 2), torch.ones(3, dtype=torch.bool))
+    assert chain_callbacks(a, None, b, c)(view).tolist() == [True, False, True]
+    assert chain_callbacks(None, a) is a
+
+
+def test_a_bad_callback_answer_names_what_was_expected():
+    model, (x, y) = Counting(), fixture()
+    with pytest.raises(TypeError, match=r"expected a bool tensor shaped \(8,\) or None"):
+        run_pgd(model, x, y, on_step=lambda a: torch.zeros(8))
+
+
+def test_correct_without_labels_says_how_to_give_them():
+    model, (x, y) = Counting(), fixture()
+    probs = torch.softmax(torch.randn(8, 3), 1)
+    with pytest.raises(ValueError, match="pass labels=step.y"):
+        pgd(model, x, probs, lambda logits, p: (p * logits).sum(1), eps=torch.full((8,), 0.3),
+            step_size=torch.full((8,), 0.05), steps=2, on_step=lambda a: a.correct)
+
+
+def test_without_attack_step_hooks_the_pgd_plugin_passes_no_callback():
+    from advcore.testing import tiny_run
+
+    run = tiny_run(["pgd-at"])
+    assert run.hooks.attack_step_callback(run, None) is None
+    run = tiny_run(["pgd-at", "gairat"])
+    assert callable(run.hooks.attack_step_callback(run, None))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="host syncs only exist on a GPU")
+def test_the_open_loop_does_not_sync_the_host_on_the_gpu():
+    model = Counting().cuda()
+    x, y = (t.cuda() for t in fixture())
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        run_pgd(model, x, y, on_step=lambda a: ~a.correct)
+        run_pgd(model, x, y)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
