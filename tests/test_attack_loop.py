@@ -126,3 +126,37 @@ def test_the_open_loop_does_not_sync_the_host_on_the_gpu():
         run_pgd(model, x, y)
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+# --- FAT and GAIRAT compose with the objectives and AWP (the real executable) --------------
+
+TINY = ["--epochs", "1", "--subset", "64", "--set", "data.batch_size=32", "--set", "model.width=4",
+        "--set", "attack.steps=3", "--set", "eval.n=16", "--set", "eval.pgd_steps=1"]
+
+
+def train_cli(tmp_path, *args):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "advcore"
+    out = tmp_path / "run"
+    proc = subprocess.run([str(exe), "train", *args, *TINY, "--out", str(out)], capture_output=True, text=True,
+                          env=dict(os.environ, ADVCORE_PROGRESS="0", OMP_NUM_THREADS="1"), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("args, metric", [
+    (["--plugin", "hat", "--plugin", "fat", "--set", "options.hat.std_epochs=1", "--set", "options.fat.tau=1"],
+     "fat.mean_steps"),
+    (["--plugin", "trades", "--plugin", "gairat", "--set", "options.gairat.begin_epoch=0",
+      "--set", 'options.gairat.terms=["kl"]'], "gairat.mean_kappa"),
+    (["--plugin", "gairat", "--plugin", "awp", "--set", "options.gairat.begin_epoch=0"], "gairat.mean_kappa"),
+], ids=["hat+fat", "trades+gairat", "gairat+awp"])
+def test_fat_and_gairat_train_with_hat_trades_and_awp(tmp_path, args, metric):
+    (record,) = train_cli(tmp_path, *args)
+    assert 0 <= record[metric] <= 3  # steps taken / steps correct, out of attack.steps = 3
+    assert record["train_loss"] > 0
