@@ -256,9 +256,12 @@ def advcore_load_state_dict(run: "Run", state: "dict[str, Any]") -> None:
 
 __all__ += ["advcore_attack_step"]
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .attacks import AttackStep
+
 
 @hookspec
-def advcore_attack_step(run: "Run", step: "Step", attack: "Any") -> "torch.Tensor | None":
+def advcore_attack_step(run: "Run", step: "Step", attack: "AttackStep") -> "torch.Tensor | None":
     """Look inside the base adversary's PGD, once per iteration (FAT's early stop, GAIRAT's counts).
 
     Called by every PGD-running adversary that passes ``run.hooks.attack_step_callback(run,
