@@ -160,3 +160,28 @@ def test_fat_and_gairat_train_with_hat_trades_and_awp(tmp_path, args, metric):
     (record,) = train_cli(tmp_path, *args)
     assert 0 <= record[metric] <= 3  # steps taken / steps correct, out of attack.steps = 3
     assert record["train_loss"] > 0
+
+
+def test_the_fat_walk_through_in_writing_plugins_gives_the_fat_plugins_examples():
+    import re
+    import types
+    from pathlib import Path
+
+    import advcore_fat
+    from advcore.testing import tiny_batch, tiny_run
+    from advcore.trainer import train_step
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "writing-plugins.md").read_text()
+    section = page.split("## Walk-through: FAT from scratch", 1)[1].split("\n## ", 1)[0]
+    module = types.ModuleType("fat_from_the_docs")
+    for block in re.findall(r"```python\n(.*?)```", section, re.S):
+        exec(block, module.__dict__)  # noqa: S102 - the page's own code
+    run = tiny_run(["pgd-at", "fat"], {"fat": {"tau": 1}}, attack={"eps": 0.3, "step_size": 0.05, "steps": 6})
+    step = train_step(run, tiny_batch(run, 16), 0, 0)  # a real Step to attack
+    objective = run.hooks.attack_objective(run, step)
+    run.model.eval()
+    torch.manual_seed(3)
+    ours = module.advcore_generate_adversarial(run, step, objective)
+    torch.manual_seed(3)
+    theirs = advcore_fat.advcore_generate_adversarial(run, step, objective)
+    assert torch.equal(ours, theirs)
