@@ -185,3 +185,15 @@ def test_the_fat_walk_through_in_writing_plugins_gives_the_fat_plugins_examples(
     torch.manual_seed(3)
     theirs = advcore_fat.advcore_generate_adversarial(run, step, objective)
     assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("plugins", [["pgd-at"], ["pgd-at", "gairat"], ["pgd-at", "fat"]])
+def test_a_training_step_makes_k_attack_forwards_and_one_training_forward_with_or_without_watchers(plugins):
+    from advcore.testing import tiny_batch, tiny_run
+    from advcore.trainer import train_step
+
+    run = tiny_run(plugins, {"gairat": {"begin_epoch": 0}} if "gairat" in plugins else None, attack={"steps": 4})
+    calls = []
+    run.model.register_forward_pre_hook(lambda module, args: calls.append(module.training))
+    train_step(run, tiny_batch(run, 16), 0, 0)
+    assert calls == [False] * 4 + [True]  # PGD-4 in eval mode, then the training forward: nothing extra
