@@ -4,10 +4,21 @@ Without a callback the loop must stay the plain one (same forwards, same result)
 the callback sees the forward the gradient came from, and a stopped sample keeps its iterate.
 """
 
+import json
+import os
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+
 import pytest
 import torch
 
+import advcore_fat
 from advcore.attacks import AttackStep, ce_loss, chain_callbacks, pgd
+from advcore.testing import tiny_batch, tiny_run
+from advcore.trainer import train_step
 
 torch.set_num_threads(1)
 
@@ -108,7 +119,6 @@ def test_correct_without_labels_says_how_to_give_them():
 
 
 def test_without_attack_step_hooks_the_pgd_plugin_passes_no_callback():
-    from advcore.testing import tiny_run
 
     run = tiny_run(["pgd-at"])
     assert run.hooks.attack_step_callback(run, None) is None
@@ -135,12 +145,6 @@ TINY = ["--epochs", "1", "--subset", "64", "--set", "data.batch_size=32", "--set
 
 
 def train_cli(tmp_path, *args):
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     exe = Path(sys.executable).parent / "advcore"
     out = tmp_path / "run"
     proc = subprocess.run([str(exe), "train", *args, *TINY, "--out", str(out)], capture_output=True, text=True,
@@ -163,13 +167,7 @@ def test_fat_and_gairat_train_with_hat_trades_and_awp(tmp_path, args, metric):
 
 
 def test_the_fat_walk_through_in_writing_plugins_gives_the_fat_plugins_examples():
-    import re
-    import types
-    from pathlib import Path
 
-    import advcore_fat
-    from advcore.testing import tiny_batch, tiny_run
-    from advcore.trainer import train_step
 
     page = (Path(__file__).resolve().parents[1] / "docs" / "writing-plugins.md").read_text()
     section = page.split("## Walk-through: FAT from scratch", 1)[1].split("\n## ", 1)[0]
@@ -189,11 +187,26 @@ def test_the_fat_walk_through_in_writing_plugins_gives_the_fat_plugins_examples(
 
 @pytest.mark.parametrize("plugins", [["pgd-at"], ["pgd-at", "gairat"], ["pgd-at", "fat"]])
 def test_a_training_step_makes_k_attack_forwards_and_one_training_forward_with_or_without_watchers(plugins):
-    from advcore.testing import tiny_batch, tiny_run
-    from advcore.trainer import train_step
 
     run = tiny_run(plugins, {"gairat": {"begin_epoch": 0}} if "gairat" in plugins else None, attack={"steps": 4})
     calls = []
     run.model.register_forward_pre_hook(lambda module, args: calls.append(module.training))
     train_step(run, tiny_batch(run, 16), 0, 0)
     assert calls == [False] * 4 + [True]  # PGD-4 in eval mode, then the training forward: nothing extra
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--plugin", "fgsm-rs", "--plugin", "gairat", "--set", "options.gairat.begin_epoch=0"],
+     "error: gairat got no PGD steps for this batch from adversary 'fgsm-rs'; use an adversary that reports them "
+     "(--plugin pgd or --plugin fat)"),
+    (["--plugin", "gairat", "--set", "options.gairat.schedule=linear"],
+     "error: options.gairat.schedule=linear needs options.gairat.lam_max"),
+], ids=["no-steps", "linear"])
+def test_gairat_misuse_is_one_line_and_exit_code_2(tmp_path, args, message):
+    exe = Path(sys.executable).parent / "advcore"
+    proc = subprocess.run([str(exe), "train", *args, *TINY, "--out", str(tmp_path / "run")], capture_output=True,
+                          text=True, env=dict(os.environ, ADVCORE_PROGRESS="0", OMP_NUM_THREADS="1"), timeout=600)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
+    assert "Traceback" not in proc.stderr
