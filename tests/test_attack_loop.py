@@ -76,7 +76,8 @@ def test_the_callback_sees_the_logits_of_the_current_iterate_and_its_correctness
         assert a.active.all() and a.steps == 6
 
 
-def test_a_stopped_sample_keeps_the_iterate_it_had_when_it_was_stopped():
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_a_stopped_sample_keeps_the_iterate_it_had_when_it_was_stopped(norm):
     model, (x, y) = Counting(), fixture()
     iterates = {}
 
@@ -87,8 +88,8 @@ def test_a_stopped_sample_keeps_the_iterate_it_had_when_it_was_stopped():
             stop[:2] = True
         return stop
 
-    out = run_pgd(model, x, y, on_step=stop_first_two_at_step_two)
-    free = run_pgd(model, x, y)
+    out = run_pgd(model, x, y, norm, on_step=stop_first_two_at_step_two)
+    free = run_pgd(model, x, y, norm)
     assert torch.equal(out[:2], iterates[2][:2])
     assert not torch.equal(out[:2], free[:2])  # they would have moved on
     assert torch.equal(out[2:], free[2:])  # the others are untouched
