@@ -9,7 +9,8 @@ stopped counts no more). Its weight, as in the authors' ``GAIR.py`` with h = K /
     sigmoid:  w_i = sigmoid(lambda + 5 (h - kappa_i) / h)
     discrete: w_i = (K + 1 - kappa_i) / (K + 1)
 
-normalised to sum to B over the batch (mean 1). Before ``begin_epoch`` the weights are 1.
+normalised to sum to B over the batch (mean 1). Before ``begin_epoch`` (default: half the
+run) the weights are 1.
 ``terms`` restricts them to named loss terms (GAIR-TRADES: ["kl"]).
 """
 
@@ -35,7 +36,8 @@ class Options(PluginOptions):
                                                     "schedule; none = infinity (all weights equal)")
     schedule: Literal["fixed", "linear"] = Field(
         "fixed", description="fixed: lambda from begin_epoch on; linear: lam_max - (epoch/epochs)(lam_max - lam)")
-    begin_epoch: int = Field(60, ge=0, description="epochs (0-based) with weights 1 first (authors: 60 of 120, WRN)")
+    begin_epoch: int | None = Field(None, ge=0, description="epochs (0-based) with weights 1 first; none = half "
+                                                            "the run's epochs (authors: 60 of 120)")
     weight: Literal["tanh", "sigmoid", "discrete"] = Field("tanh", description="weight assignment function")
     terms: list[str] | None = Field(None, description="loss terms the weights apply to; none = every term "
                                                       "(GAIR-TRADES: [\"kl\"])")
@@ -53,10 +55,15 @@ def _key(step) -> tuple[int, int, int]:
     return (step.epoch, step.batch, step.replay)
 
 
+def begin_of(opts: Options, epochs: int) -> int:
+    """The first weighted epoch: ``begin_epoch``, or half the run."""
+    return epochs // 2 if opts.begin_epoch is None else opts.begin_epoch
+
+
 def lambda_at(opts: Options, epoch: int, epochs: int) -> float:
-    """The authors' adjust_Lambda: lam_max before begin_epoch, then fixed or linear."""
+    """The authors' adjust_Lambda: lam_max before the first weighted epoch, then fixed or linear."""
     lam_max = math.inf if opts.lam_max is None else opts.lam_max
-    if epoch < opts.begin_epoch:
+    if epoch < begin_of(opts, epochs):
         return lam_max
     if opts.schedule == "linear":
         return lam_max - (epoch / epochs) * (lam_max - opts.lam)
@@ -107,10 +114,14 @@ def advcore_attack_step(run, step, attack):
 def advcore_sample_weights(run, step):
     opts = run.options[NAME]
     lam = lambda_at(opts, step.epoch, run.config.epochs)
-    if step.epoch < opts.begin_epoch or math.isinf(lam):
+    if step.epoch < begin_of(opts, run.config.epochs) or math.isinf(lam):  # burn-in: every weight is 1
         return None
     counts = run.stash.get(NAME)
     if counts is None or counts.key != _key(step):
+        if "attack" not in step.examples:
+            objective = next((p.name for p in run.plugins if "objective" in p.info.roles), "none")
+            raise ConfigError(f"gairat weights adversarial training, but objective '{objective}' makes no "
+                              f"adversarial examples; use an adversarial objective, e.g. --plugin pgd-at")
         adversary = next((p.name for p in run.plugins if "adversary" in p.info.roles), "none")
         raise ConfigError(f"gairat got no PGD steps for this batch from adversary '{adversary}'; use an adversary "
                           f"that reports them (--plugin pgd or --plugin fat)")

@@ -110,6 +110,9 @@ def test_burn_in_epochs_leave_the_weights_at_one_and_the_schedule_follows_the_au
     run, batch = fitted_run(["pgd-at", "gairat"], {"gairat": {"begin_epoch": 2}})
     assert train_step(run, batch, 1, 0).weights is None
     assert train_step(run, batch, 2, 0).weights is not None
+    half = Options()  # begin_epoch none: half the run (authors: 60 of 120)
+    assert [lambda_at(half, e, 120) for e in (59, 60)] == [math.inf, -1.0]
+    assert [lambda_at(half, e, 9) for e in (3, 4)] == [math.inf, -1.0]
     fixed = Options(lam=-1.0, begin_epoch=60)
     assert [lambda_at(fixed, e, 120) for e in (59, 60, 119)] == [math.inf, -1.0, -1.0]
     linear = Options(lam=-1.0, lam_max=2.0, schedule="linear", begin_epoch=60)
@@ -127,6 +130,19 @@ def test_an_adversary_that_reports_no_steps_is_named():
     run, batch = fitted_run(["pgd-at", "fgsm-rs", "gairat"], {"gairat": {"begin_epoch": 0}})
     with pytest.raises(ConfigError, match="no PGD steps for this batch from adversary 'fgsm-rs'.*--plugin pgd"):
         train_step(run, batch, 0, 0)
+
+
+def test_an_objective_without_adversarial_examples_is_named():
+    run, batch = fitted_run(["standard", "gairat"], {"gairat": {"begin_epoch": 0}})
+    with pytest.raises(ConfigError, match="objective 'standard' makes no adversarial examples.*--plugin pgd-at"):
+        train_step(run, batch, 0, 0)
+
+
+def test_a_finite_lam_max_does_not_weight_the_burn_in_epochs():
+    run, batch = fitted_run(["pgd-at", "gairat"], {"gairat": {"begin_epoch": 2, "lam_max": 1.0,
+                                                              "schedule": "linear"}})
+    assert train_step(run, batch, 1, 0).weights is None
+    assert train_step(run, batch, 2, 0).weights is not None
 
 
 def test_linear_without_lam_max_says_what_to_set():
