@@ -107,7 +107,8 @@ def test_chained_callbacks_or_their_stops_and_none_means_the_plain_path():
 
 def test_a_bad_callback_answer_names_what_was_expected():
     model, (x, y) = Counting(), fixture()
-    with pytest.raises(TypeError, match=r"expected a bool tensor shaped \(8,\) or None"):
+    with pytest.raises(TypeError, match=r"returned a torch.float32 tensor shaped \(8,\); expected a bool tensor "
+                                        r"shaped \(8,\) or None"):
         run_pgd(model, x, y, on_step=lambda a: torch.zeros(8))
 
 

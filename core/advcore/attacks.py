@@ -234,7 +234,9 @@ def _pgd_open(model, x, x_adv, target, loss_fn, eps, alpha, steps, norm, on_step
         stop = on_step(AttackStep(i, steps, x_adv, logits, active, labels))
         if stop is not None:
             if not isinstance(stop, torch.Tensor) or stop.shape != active.shape or stop.dtype != torch.bool:
-                raise TypeError(f"a PGD step callback returned {stop!r:.60}; expected a bool tensor shaped "
+                got = (f"a {stop.dtype} tensor shaped {tuple(stop.shape)}" if isinstance(stop, torch.Tensor)
+                       else type(stop).__name__)
+                raise TypeError(f"a PGD step callback returned {got}; expected a bool tensor shaped "
                                 f"{tuple(active.shape)} or None")
             active = active & ~stop
         if norm == "Linf":
