@@ -212,3 +212,21 @@ def test_gairat_misuse_is_one_line_and_exit_code_2(tmp_path, args, message):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_an_attack_step_hook_returning_the_wrong_thing_is_named_with_the_hook():
+    from advcore import hookimpl
+    from advcore.errors import PluginError
+    from advcore.plugins import Hooks, build_manager
+
+    @hookimpl
+    def advcore_attack_step(attack):
+        return torch.zeros(4)
+
+    pm = build_manager([])
+    pm.register(types.SimpleNamespace(advcore_attack_step=advcore_attack_step), name="bad")
+    callback = Hooks(pm).attack_step_callback(None, types.SimpleNamespace(size=4))
+    view = AttackStep(0, 1, torch.zeros(4, 2), torch.zeros(4, 2), torch.ones(4, dtype=torch.bool))
+    with pytest.raises(PluginError, match=r"advcore_attack_step returned a tensor shaped \(4,\) of torch.float32; expected a bool "
+                                          r"tensor shaped \(4,\) or None"):
+        callback(view)

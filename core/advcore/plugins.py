@@ -360,7 +360,8 @@ class Hooks:
                 if s is None:
                     continue
                 if not isinstance(s, torch.Tensor) or s.shape != (step.size,) or s.dtype != torch.bool:
-                    raise PluginError(f"advcore_attack_step returned {_describe(s)}; expected a bool tensor "
+                    got = _describe(s) + (f" of {s.dtype}" if isinstance(s, torch.Tensor) else "")
+                    raise PluginError(f"advcore_attack_step returned {got}; expected a bool tensor "
                                       f"shaped ({step.size},) or None")
                 stop = s if stop is None else stop | s
             return stop
