@@ -25,6 +25,7 @@ _EXPORTS = {
     "LossTerm": "step",
     "Step": "step",
     "soft_cross_entropy": "step",
+    "TermWeights": "weights",
     "Run": "run",
     "SampleState": "state",
     "Batch": "data",

@@ -9,18 +9,81 @@ that ``project`` enforces, ``step_direction`` climbs and ``random_start`` sample
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 
 __all__ = ["NORMS", "model_mode", "set_mode", "as_budget", "flat_norm", "step_direction", "random_start", "project",
-           "input_gradient", "pgd", "ce_loss", "cw_loss", "pgd_eval"]
+           "input_gradient", "pgd", "ce_loss", "cw_loss", "pgd_eval", "AttackStep", "StepCallback",
+           "chain_callbacks"]
 
 NORMS = ("Linf", "L2")
 """The threat models: ``attack.norm`` of a run, ``--norm`` of ``advcore eval``."""
 
 LossFn = Callable[[torch.Tensor, Any], torch.Tensor]
+
+
+@dataclass
+class AttackStep:
+    """One PGD iteration as a step callback sees it: before the iterate moves.
+
+    ``x_adv`` is the current iterate and ``logits`` the (detached) output of the forward
+    that also gave this step's gradient, so looking costs no extra forward. ``active`` [B]
+    marks the samples still stepping; a stopped sample keeps its iterate as the output.
+    ``labels`` are the true labels when the attack knows them (``correct`` needs them).
+    """
+
+    index: int
+    """The iteration, 0-based (before the iterate moves)."""
+    steps: int
+    """K, the attack's number of iterations."""
+    x_adv: torch.Tensor
+    """The current iterate [B, C, H, W]."""
+    logits: torch.Tensor
+    """Detached logits of ``x_adv`` from the forward that gave this step's gradient."""
+    active: torch.Tensor
+    """Bool [B]: samples still stepping."""
+    labels: Optional[torch.Tensor] = None
+    """True labels [B] when the attack knows them (None otherwise)."""
+    _correct: Optional[torch.Tensor] = field(default=None, repr=False)
+
+    @property
+    def correct(self) -> torch.Tensor:
+        """Whether each iterate is classified as its label ([B] bool), computed once per step."""
+        if self._correct is None:
+            if self.labels is None:
+                raise ValueError("this attack was not given labels; pass labels=step.y to advcore.attacks.pgd")
+            self._correct = self.logits.argmax(1) == self.labels
+        return self._correct
+
+
+StepCallback = Callable[[AttackStep], Optional[torch.Tensor]]
+"""Called once per PGD iteration; returns a bool [B] of samples to stop now, or None."""
+
+
+def chain_callbacks(*callbacks: Optional[StepCallback]) -> Optional[StepCallback]:
+    """One callback that calls each given one (Nones skipped) and stops what any of them stops.
+
+    Every callback sees the same ``AttackStep`` (the same ``active`` mask), so the order of
+    the callbacks does not matter. Returns None when none is given: the attack's plain path.
+    """
+    present = [c for c in callbacks if c is not None]
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0]
+
+    def chained(view: AttackStep) -> Optional[torch.Tensor]:
+        stop = None
+        for callback in present:
+            s = callback(view)
+            if s is not None:
+                stop = s if stop is None else stop | s
+        return stop
+
+    return chained
 
 
 @contextmanager
@@ -125,11 +188,18 @@ def input_gradient(model: torch.nn.Module, x_adv: torch.Tensor, target: Any, los
 
 
 def pgd(model: torch.nn.Module, x: torch.Tensor, target: Any, loss_fn: LossFn, *, eps: torch.Tensor,
-        step_size: torch.Tensor, steps: int, init: str = "uniform", norm: str = "Linf") -> torch.Tensor:
+        step_size: torch.Tensor, steps: int, init: str = "uniform", norm: str = "Linf",
+        on_step: Optional[StepCallback] = None, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
     """K steepest-ascent steps (signed for Linf, normalised for L2), each projected to the per-sample budget.
 
     Linf: the projection's bounds max(x - eps, 0) and min(x + eps, 1) are computed once: one
     clamp per step gives exactly ``project``'s result (the two intervals share x).
+
+    ``on_step`` opens the loop: it is called before each of the K steps with an
+    ``AttackStep`` and may return a bool [B] of samples to stop (their current iterate is
+    their output). ``labels`` (default: ``target`` when it is a label vector) let it ask
+    which iterates are still correct. Without ``on_step`` the loop is the plain one: no
+    extra forward, no host sync, no per-step Python beyond the step itself.
     """
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
@@ -137,6 +207,10 @@ def pgd(model: torch.nn.Module, x: torch.Tensor, target: Any, loss_fn: LossFn, *
     x_adv = random_start(x, eps, init, norm)
     if steps == 0:
         return project(x_adv, x, eps, norm).detach()
+    if on_step is not None:
+        if labels is None and isinstance(target, torch.Tensor) and target.dim() == 1 and not target.is_floating_point():
+            labels = target
+        return _pgd_open(model, x, x_adv, target, loss_fn, eps, alpha, steps, norm, on_step, labels)
     if norm == "L2":
         for _ in range(steps):
             grad, _ = input_gradient(model, x_adv, target, loss_fn)
@@ -150,7 +224,37 @@ def pgd(model: torch.nn.Module, x: torch.Tensor, target: Any, loss_fn: LossFn, *
     return x_adv
 
 
+def _pgd_open(model, x, x_adv, target, loss_fn, eps, alpha, steps, norm, on_step, labels) -> torch.Tensor:
+    """PGD with a step callback: stopped samples keep their iterate (masked, so no host sync).
+
+    Stopped samples are projected once more, so one stopped at its (unclipped) start is
+    still inside the ball and [0, 1]; the others are returned exactly as the plain loop would.
+    """
+    active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    if norm == "Linf":
+        e = as_budget(eps, x)
+        lo, hi = (x - e).clamp_(min=0), (x + e).clamp_(max=1)
+    for i in range(steps):
+        grad, logits = input_gradient(model, x_adv, target, loss_fn)
+        stop = on_step(AttackStep(i, steps, x_adv, logits, active, labels))
+        if stop is not None:
+            if not isinstance(stop, torch.Tensor) or stop.shape != active.shape or stop.dtype != torch.bool:
+                got = (f"a {stop.dtype} tensor shaped {tuple(stop.shape)}" if isinstance(stop, torch.Tensor)
+                       else type(stop).__name__)
+                raise TypeError(f"a PGD step callback returned {got}; expected a bool tensor shaped "
+                                f"{tuple(active.shape)} or None")
+            active = active & ~stop
+        if norm == "Linf":
+            moved = (x_adv.detach() + alpha * grad.sign_()).clamp_(lo, hi)
+        else:
+            moved = project(x_adv.detach() + alpha * step_direction(grad, "L2"), x, eps, "L2")
+        x_adv = torch.where(active.view(shape), moved, x_adv)
+    return torch.where(active.view(shape), x_adv, project(x_adv, x, eps, norm)).detach()
+
+
 def ce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample cross-entropy [B]: the inner loss of PGD-AT and the evaluation's PGD."""
     return F.cross_entropy(logits, y, reduction="none")
 
 
@@ -163,10 +267,12 @@ def cw_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = 50.0) -> torch
 
 
 def pgd_eval(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float,
-             steps: int, restarts: int = 1, loss: str = "ce", norm: str = "Linf") -> torch.Tensor:
+             steps: int, restarts: int = 1, loss: str = "ce", norm: str = "Linf",
+             on_step: Optional[StepCallback] = None) -> torch.Tensor:
     """Evaluation PGD with restarts: a sample counts as broken if any restart breaks it.
 
     Returns the adversarial batch (for broken samples, the first breaking restart's example).
+    ``on_step`` is passed to each restart's ``pgd`` (its rows are that restart's survivors).
     """
     loss_fn = cw_loss if loss == "cw" else ce_loss
     e = torch.full((x.shape[0],), float(eps), device=x.device)
@@ -178,7 +284,7 @@ def pgd_eval(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
             break
         idx = alive.nonzero().squeeze(1)
         adv = pgd(model, x[idx], y[idx], loss_fn, eps=e[idx], step_size=a[idx], steps=steps, init="uniform",
-                  norm=norm)
+                  norm=norm, on_step=on_step, labels=None if on_step is None else y[idx])
         with torch.no_grad():
             broken = model(adv).argmax(1) != y[idx]
         best[idx] = adv

@@ -407,6 +407,11 @@ class Probe:
         return loss
 
     @_observe
+    def advcore_attack_step(self, run, step, attack):
+        with self.watch("advcore_attack_step"):
+            return (yield)
+
+    @_observe
     def advcore_observe_loss(self, run, step):
         loss, terms = step.loss, list(step.terms)
         values = [t.values.detach().clone() for t in terms]

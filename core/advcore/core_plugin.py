@@ -13,15 +13,19 @@ from .hookspecs import hookimpl
 from .step import LossTerm, Step
 
 
-def reduce_terms(terms: list[LossTerm], weights: torch.Tensor | None, world_size: int = 1) -> torch.Tensor:
-    """sum_t weight_t * sum_i w_i l_ti / sum_i w_i, each term over its own mask.
+def reduce_terms(terms: list[LossTerm], weights: torch.Tensor | dict | None, world_size: int = 1) -> torch.Tensor:
+    """sum_t weight_t * sum_i w_ti l_ti / sum_i w_ti, each term over its own mask.
 
+    ``weights`` is one tensor [B] for every term (w_ti = w_i), a dict {term name: tensor or
+    None} for weights that target named terms (a missing or None entry: w_ti = 1), or None.
     A term whose weights are all zero contributes 0 (still attached to the graph). With
     ``world_size`` > 1 processes the sums over i run over the *global* batch: each rank
     divides its share by the rank-average denominator, and DDP averages the gradients.
     """
     if not terms:
         raise RuntimeError("no plugin contributed a loss term")
+    if isinstance(weights, dict) and all(v is None for v in weights.values()):
+        weights = None
     if world_size == 1 and weights is None and all(t.mask is None for t in terms):  # plain means
         total = terms[0].weight * terms[0].values.mean()
         for term in terms[1:]:
@@ -29,7 +33,8 @@ def reduce_terms(terms: list[LossTerm], weights: torch.Tensor | None, world_size
         return total
     ws = []
     for term in terms:
-        w = torch.ones_like(term.values) if weights is None else weights.to(term.values.dtype)
+        tw = weights.get(term.name) if isinstance(weights, dict) else weights
+        w = torch.ones_like(term.values) if tw is None else tw.to(term.values.dtype)
         if term.mask is not None:
             w = w * term.mask.to(w.dtype)
         ws.append(w)

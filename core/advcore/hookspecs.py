@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .plugins import PluginInfo
     from .run import Run
+    from .attacks import AttackStep
     from .step import AttackObjective, LossTerm, Step
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "advcore_select_samples",
     "advcore_attack_objective",
     "advcore_generate_adversarial",
+    "advcore_attack_step",
     "advcore_derive_examples",
     "advcore_adapt_targets",
     "advcore_loss_terms",
@@ -67,7 +69,7 @@ class HookContract:
     """What an implementation may change."""
     result: str
     """What an implementation returns: "none", "PluginInfo", "int>=1", "AttackObjective?",
-    "tensor like step.x", "list[LossTerm]?", "tensor like logits?", "weights?", "loss tensor",
+    "tensor like step.x", "stop mask?", "list[LossTerm]?", "tensor like logits?", "weights?", "loss tensor",
     "state dict?" (a trailing ? means None is allowed)."""
     firstresult: bool = False
     """True: the first non-None result is used and the rest are not called."""
@@ -97,6 +99,9 @@ CONTRACT: tuple[HookContract, ...] = (
                  "nothing", "AttackObjective?", firstresult=True, per_step=True),
     HookContract("advcore_generate_adversarial", "after the objective, model in `objective.mode`, no parameter "
                  "gradients", "nothing", "tensor like step.x", firstresult=True, wrappable=True, per_step=True),
+    HookContract("advcore_attack_step", "inside a PGD-running adversary (pgd, fat), before each of its K steps",
+                 "nothing (the attack's tensors are read-only); stop samples by returning their mask", "stop mask?",
+                 per_step=True),
     HookContract("advcore_derive_examples", "after the base adversary (also when there is none)",
                  "add `step.examples`, replace rows of `examples[\"adv\"]`, add `step.groups`", "none",
                  per_step=True),
@@ -240,6 +245,21 @@ def advcore_generate_adversarial(run: "Run", step: "Step", objective: "AttackObj
     L2 with a ConfigError in ``advcore_on_run_start``) and keep inputs in [0, 1]. Returns
     the adversarial batch, stored by the core as ``examples["attack"]`` and
     ``examples["adv"]``. Stops at the first non-None result.
+    """
+
+
+@hookspec
+def advcore_attack_step(run: "Run", step: "Step", attack: "AttackStep") -> "torch.Tensor | None":
+    """Look inside the base adversary's PGD, once per iteration (FAT's early stop, GAIRAT's counts).
+
+    Called by every PGD-running adversary that passes ``run.hooks.attack_step_callback(run,
+    step)`` as ``on_step`` to ``advcore.attacks.pgd`` (the ``pgd`` and ``fat`` plugins do),
+    before each of the K steps, with ``attack`` an ``advcore.attacks.AttackStep``: the
+    iteration ``index``, the current iterate ``x_adv``, its detached ``logits`` (the forward
+    the gradient came from), ``active`` [B] and ``correct`` [B]. Must not change those
+    tensors in place. Returns a bool tensor [B] of samples to stop now (they keep their
+    current iterate) or None; the stops of all plugins are OR-ed. When no plugin implements
+    it the adversary runs the plain loop at no cost. Not meant to be a wrapper.
     """
 
 

@@ -345,14 +345,39 @@ class Hooks:
         out = self._call("advcore_adjust_logits", run=step.run, step=step, logits=logits, target=target)
         return logits if out is None else check_result("advcore_adjust_logits", out, logits=logits)
 
-    def sample_weights(self, run, step) -> torch.Tensor | None:
-        weights = None
+    def sample_weights(self, run, step) -> torch.Tensor | dict | None:
+        """The product of all plugins' weights: a tensor [B] when every answer applies to every term.
+
+        When some answer is a ``TermWeights`` naming terms, returns {term name: weights or None}
+        for the names in ``step.terms`` (None: that term is unweighted).
+        """
+        from .weights import TermWeights
+
+        weights, targeted = None, []
         for w in self._call("advcore_sample_weights", run=run, step=step):
             if w is None:
                 continue
+            if isinstance(w, TermWeights):
+                _check_vector("advcore_sample_weights", w.values, step.size, "the weights")
+                if w.terms is None:
+                    w = w.values
+                else:
+                    targeted.append(w)
+                    continue
             _check_vector("advcore_sample_weights", w, step.size, "the weights")
             weights = w if weights is None else weights * w
-        return weights
+        if not targeted:
+            return weights
+        names = list(dict.fromkeys(t.name for t in step.terms))
+        per_term = {name: weights for name in names}
+        for t in targeted:
+            unknown = [n for n in t.terms if n not in per_term]
+            if unknown:
+                raise PluginError(f"advcore_sample_weights targets loss term(s) {', '.join(unknown)}, but this "
+                                  f"step's terms are {', '.join(names) or '(none)'}; name only existing terms")
+            for n in t.terms:
+                per_term[n] = t.values if per_term[n] is None else per_term[n] * t.values
+        return per_term
 
     def update(self, run, step) -> torch.Tensor:
         return self._call("advcore_update", run=run, step=step)
@@ -375,6 +400,23 @@ class Hooks:
 
     def load_state_dict(self, run, state: dict) -> None:
         self._call("advcore_load_state_dict", run=run, state=state)
+
+    def attack_step_callback(self, run, step):
+        """The ``on_step`` callback for ``advcore.attacks.pgd``, or None when no plugin implements
+        ``advcore_attack_step`` (then the attack takes its plain path and pays nothing)."""
+        if not self.pm.hook.advcore_attack_step.get_hookimpls():
+            return None
+
+        def on_step(attack):
+            stop = None
+            for s in self._call("advcore_attack_step", run=run, step=step, attack=attack):
+                if s is None:
+                    continue
+                check_result("advcore_attack_step", s, step=step)
+                stop = s if stop is None else stop | s
+            return stop
+
+        return on_step
 
     def order(self) -> dict[str, list[str]]:
         """Per hook, the plugins that implement it in call order (for ``advcore plan``)."""
@@ -410,6 +452,18 @@ def _shaped(value: Any, shape) -> str | None:
     return None if ok else f"expected a tensor shaped {tuple(shape)}"
 
 
+def _stop_mask(value: Any, size: int) -> str | None:
+    ok = isinstance(value, torch.Tensor) and value.shape == (size,) and value.dtype == torch.bool
+    return None if ok else f"expected a bool tensor shaped ({size},) or None"
+
+
+
+def _weights(value: Any, size: int) -> str | None:
+    from .weights import TermWeights
+
+    return _shaped(value.values if isinstance(value, TermWeights) else value, (size,))
+
+
 RESULT_CHECKS: dict[str, Any] = {
     "none": lambda v, c: None if v is None else "expected None",
     "PluginInfo": lambda v, c: None if isinstance(v, PluginInfo) else "expected PluginInfo",
@@ -418,7 +472,8 @@ RESULT_CHECKS: dict[str, Any] = {
     "tensor like step.x": lambda v, c: _shaped(v, c["step"].x.shape),
     "list[LossTerm]?": lambda v, c: None if v is None else _expect_terms(v, c["step"]),
     "tensor like logits?": lambda v, c: None if v is None else _shaped(v, c["logits"].shape),
-    "weights?": lambda v, c: None if v is None else _shaped(v, (c["step"].size,)),
+    "stop mask?": lambda v, c: None if v is None else _stop_mask(v, c["step"].size),
+    "weights?": lambda v, c: None if v is None else _weights(v, c["step"].size),
     "loss tensor": lambda v, c: None if isinstance(v, torch.Tensor) and v.dim() == 0 else "expected a scalar tensor",
     "state dict?": lambda v, c: None if v is None or isinstance(v, dict) else "expected a dict or None",
 }
@@ -427,9 +482,11 @@ RESULT_CHECKS: dict[str, Any] = {
 
 def check_result(hook: str, value: Any, **context: Any) -> Any:
     """``value`` if it is what ``hook``'s contract says it returns, else a PluginError naming the hook."""
-    problem = RESULT_CHECKS[hookspecs.CONTRACTS[hook].result](value, context)
+    kind = hookspecs.CONTRACTS[hook].result
+    problem = RESULT_CHECKS[kind](value, context)
     if problem is not None:
-        raise PluginError(f"{hook} returned {_describe(value)}; {problem}")
+        got = _describe(value) + (f" of {value.dtype}" if kind == "stop mask?" and torch.is_tensor(value) else "")
+        raise PluginError(f"{hook} returned {got}; {problem}")
     return value
 
 
