@@ -230,3 +230,16 @@ def test_an_attack_step_hook_returning_the_wrong_thing_is_named_with_the_hook():
     with pytest.raises(PluginError, match=r"advcore_attack_step returned a tensor shaped \(4,\) of torch.float32; expected a bool "
                                           r"tensor shaped \(4,\) or None"):
         callback(view)
+
+
+def test_plan_shows_gairat_watching_the_steps_of_the_fat_adversary():
+    exe = Path(sys.executable).parent / "advcore"
+    proc = subprocess.run([str(exe), "plan", "--json", "--plugin", "trades", "--plugin", "fat", "--plugin", "gairat"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout)
+    assert shown["roles"] == {"objective": "trades", "adversary": "fat"}
+    steps = shown["per_step"]
+    assert steps.index("advcore_generate_adversarial") + 1 == steps.index("advcore_attack_step")
+    assert shown["hooks"]["advcore_attack_step"] == ["gairat"]
+    assert shown["hooks"]["advcore_sample_weights"] == ["gairat"]

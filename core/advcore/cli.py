@@ -398,7 +398,7 @@ def plan(
     roles = {role: p.name for p in chosen for role in p.info.roles}
     added = [p.name for p in chosen if p.name not in cfg.plugins]
     step_hooks = ["advcore_select_samples", "advcore_attack_objective", "advcore_generate_adversarial",
-                  "advcore_derive_examples", "advcore_adapt_targets", "advcore_update", "advcore_loss_terms",
+                  "advcore_attack_step", "advcore_derive_examples", "advcore_adapt_targets", "advcore_update", "advcore_loss_terms",
                   "advcore_adjust_logits", "advcore_sample_weights", "advcore_after_step"]
     per_step = {h: order[h] for h in step_hooks if order.get(h)}
     lifecycle = {h: v for h, v in order.items() if v and h not in step_hooks and h != "advcore_plugin_info"}
@@ -416,7 +416,8 @@ def plan(
     for title, hooks in (("per step, in order:", per_step), ("lifecycle:", lifecycle)):
         typer.echo(title)
         for hook, impls in hooks.items():
-            indent = "      " if hook in ("advcore_loss_terms", "advcore_adjust_logits", "advcore_sample_weights") else "  "
+            indent = "      " if hook in ("advcore_loss_terms", "advcore_adjust_logits", "advcore_sample_weights",
+                                      "advcore_attack_step") else "  "
             typer.echo(f"{indent}{hook.removeprefix('advcore_'):<22} {' -> '.join(impls)}")
 
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .run import Run
     from .attacks import AttackStep
     from .step import AttackObjective, LossTerm, Step
+    from .weights import TermWeights
 
 __all__ = [
     "hookimpl",
@@ -306,12 +307,13 @@ def advcore_adjust_logits(run: "Run", step: "Step", logits: "torch.Tensor", targ
 
 
 @hookspec
-def advcore_sample_weights(run: "Run", step: "Step") -> "torch.Tensor | None":
-    """Per-sample weights [B] applied to every loss term (reweighting).
+def advcore_sample_weights(run: "Run", step: "Step") -> "torch.Tensor | TermWeights | None":
+    """Per-sample weights [B] for the loss terms (reweighting).
 
-    Called inside the update after the loss terms exist. Returns non-negative weights or
-    None; the results of all plugins are multiplied. The core reduces each term as
-    sum(w * l) / sum(w).
+    Called inside the update after the loss terms exist. Returns non-negative weights [B]
+    (every term), ``advcore.TermWeights(w, ("kl",))`` (only the named terms, e.g.
+    GAIR-TRADES), or None; the results of all plugins are multiplied term by term. The core
+    reduces each term as sum(w * l) / sum(w).
     """
 
 

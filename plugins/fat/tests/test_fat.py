@@ -30,8 +30,9 @@ def fitted_run(plugins, options=None):
     return run, batch
 
 
-def early_stopped_pgd(model, x, y, start, tau):
-    """Alg. 1 of FAT written out per example: classify, maybe stop, else one signed CE step."""
+def early_stopped_pgd(model, x, y, start, tau, loss=None):
+    """Alg. 1 of FAT written out per example: classify, maybe stop, else one signed step on ``loss``."""
+    loss = loss or (lambda logits, i: F.cross_entropy(logits, y[i:i + 1]))
     out, steps = [], []
     for i in range(len(y)):
         xi, x_adv, budget, taken = x[i:i + 1], start[i:i + 1].clone(), tau, 0
@@ -42,7 +43,7 @@ def early_stopped_pgd(model, x, y, start, tau):
                 if budget == 0:
                     break
                 budget -= 1
-            (g,) = torch.autograd.grad(F.cross_entropy(logits, y[i:i + 1]), x_adv)
+            (g,) = torch.autograd.grad(loss(logits, i), x_adv)
             x_adv = torch.min(torch.max(x_adv.detach() + ALPHA * g.sign(), xi - EPS), xi + EPS).clamp(0, 1)
             taken += 1
         out.append(x_adv.detach())
@@ -63,6 +64,22 @@ def test_fat_matches_a_hand_written_early_stopped_pgd(tau):
     assert run.state["fat.steps"][batch.index].tolist() == steps
     assert len(set(steps)) >= 3  # examples stopped at different steps: the fixture can tell the rules apart
     assert min(steps) < K
+
+
+def test_fat_for_trades_climbs_the_kl_from_a_gaussian_start_and_stops_on_the_true_label():
+    run, batch = fitted_run(["trades", "fat"], {"fat": {"tau": 0}})
+    model = copy.deepcopy(run.model).eval()
+    torch.manual_seed(7)
+    step = train_step(run, batch, 0, 0)
+    torch.manual_seed(7)
+    start = batch.x + 0.001 * torch.randn_like(batch.x)  # TRADES' start
+    with torch.no_grad():
+        p_clean = F.softmax(model(batch.x), 1)
+    kl = lambda logits, i: F.kl_div(F.log_softmax(logits, 1), p_clean[i:i + 1], reduction="sum")  # noqa: E731
+    expected, steps = early_stopped_pgd(model, batch.x, batch.y, start, 0, kl)
+    assert torch.allclose(step.examples["attack"], expected.clamp(0, 1), atol=1e-5)
+    assert run.state["fat.steps"][batch.index].tolist() == steps
+    assert len(set(steps)) >= 2
 
 
 def test_tau_0_stops_earlier_than_plain_pgd_and_tau_grows_with_the_epochs():

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from advcore.errors import ConfigError
 from advcore.testing import tiny_batch, tiny_run
 from advcore.testing import train_step
-from advcore_gairat import Options, lambda_at
+from advcore_gairat import Options, gair_weights, lambda_at
 
 os.environ.setdefault("ADVCORE_PROGRESS", "0")
 torch.set_num_threads(1)
@@ -83,6 +83,15 @@ def test_pgd_at_with_gairat_weights_follow_the_hand_formula(steps):
     with torch.no_grad():
         ce = F.cross_entropy(run.model.train()(step.examples["adv"]), batch.y, reduction="none")
     assert step.loss.item() == pytest.approx((w * ce).mean().item(), rel=1e-5)
+
+
+def test_the_sigmoid_and_discrete_weights_follow_the_authors_formulas():
+    kappa = torch.tensor([0.0, 1.0, 3.0, 7.0, 10.0])
+    z = [-0.5 + 5 * (5 - k) / 5 for k in kappa.tolist()]  # K = 10, h = 5, lambda = -0.5
+    sig = [1 / (1 + math.exp(-v)) for v in z]
+    assert torch.allclose(gair_weights(kappa, 10, -0.5, "sigmoid"), torch.tensor([5 * v / sum(sig) for v in sig]))
+    disc = [(11 - k) / 11 for k in kappa.tolist()]
+    assert torch.allclose(gair_weights(kappa, 10, -0.5, "discrete"), torch.tensor([5 * v / sum(disc) for v in disc]))
 
 
 def test_gairat_counts_only_the_steps_fat_lets_an_example_take():
