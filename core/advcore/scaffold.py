@@ -100,6 +100,9 @@ FILL_IN = {
                                      "    return pgd(step.model, step.x, target, objective.loss, eps=step.eps,\n"
                                      "               step_size=step.step_size, steps=step.steps, init=objective.init,\n"
                                      "               norm=run.norm)"),
+    "advcore_attack_step": ("run, step, attack", "Fill in: look inside the adversary's PGD (``attack.index``, "
+                            "``attack.logits``, ``attack.correct``, ``attack.active``); return a bool mask [B] of "
+                            "samples to stop now, or None.", "return None"),
     "advcore_derive_examples": ("run, step", "Fill in: add inputs as ``step.examples[\"<name>\"]`` (shaped like "
                                 "``step.x``) or replace rows of ``step.examples[\"adv\"]``, staying inside "
                                 "``step.eps`` and [0, 1]; ``step.examples[\"attack\"]`` is read-only.", ""),
