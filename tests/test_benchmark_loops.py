@@ -39,7 +39,8 @@ def both_loops(method: str, tmp_path: Path):
     return run, next(iter(loader.epoch(0))), ctx.model, LOOPS[method](ctx)
 
 
-@pytest.mark.parametrize("method", ["pgd-at", "trades", "hat", "fast-atta", "trades+fast-atta", "hat+fast-atta", "raat", "iaat"])
+@pytest.mark.parametrize("method", ["pgd-at", "trades", "hat", "fast-atta", "trades+fast-atta", "hat+fast-atta", "raat", "iaat",
+                                    "free"])
 def test_handwritten_step_matches_advcore(method, tmp_path, monkeypatch):
     missing = [p for p in method.split("+") if p not in installed_plugins()]
     if missing:
