@@ -49,7 +49,8 @@ from advcore.trainer import build_run, train_step, write_checkpoint  # noqa: E40
 METHODS = ("pgd-at", "trades", "hat", "raat", "iaat", "free", "fast-atta", "trades+fast-atta", "hat+fast-atta")
 OPTIONS = ("channels_last", "bf16", "compile", "on_device")
 SPEED = {"channels_last": {"speed": {"channels_last": True}}, "bf16": {"speed": {"autocast": "bf16"}},
-         "compile": {"speed": {"compile": True}}, "on_device": {"data": {"on_device": True}}}
+         "compile": {"speed": {"compile": True}}, "on_device": {"data": {"on_device": True}},
+         "host_loader": {"data": {"on_device": False}}}  # the last: for benchmarks/gpu.py's data-path rows
 
 
 def synthetic_cifar() -> None:
@@ -155,7 +156,7 @@ def bench(method: str, option: str | None, args, std: str | None) -> dict:
     """Time advcore's step against its hand-written twin; per-round images/s on both clocks."""
     run, loader = build(method, option, args, std)
     epoch = run.options["iaat"].warmup if method == "iaat" else 0
-    images = run.train_set.images if option == "on_device" else run.train_set.images.cpu()
+    images = run.train_set.images  # where advcore placed it (data.on_device): both loops gather from there
     hand = LOOPS[method](handwritten_context(run, option, args.steps))
     indices = [b.index.cpu() for _, b in zip(range(args.batches), loader.epoch(0))]
     labels = run.train_set.labels.to(run.device)
