@@ -71,7 +71,8 @@ def build(method: str, option: str | None, args, std_checkpoint: str | None):
     plugins = method.split("+")  # "hat+fast-atta": the objective with another adversary
     options = {"hat": {"std_checkpoint": std_checkpoint}} if "hat" in plugins else {}
     dataset = "cifar10" if args.dataset == "synthetic-cifar" else args.dataset
-    sections = {"data": {"dataset": dataset, "batch_size": args.batch_size, "subset": None, "augment": False},
+    sections = {"data": {"dataset": dataset, "batch_size": args.batch_size, "subset": getattr(args, "subset", None),
+                         "augment": False},
                 "model": {"arch": args.arch, "width": args.width if args.arch == "small-cnn" else None},
                 "attack": {"steps": args.steps}, "optim": {"schedule": "constant", "lr": 0.01}}
     for key, value in SPEED.get(option, {}).items():
@@ -238,6 +239,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="the clock of the printed ratio: cpu = process CPU time (default on the CPU), "
                              "wall = elapsed time (default on CUDA); the JSON has both")
     parser.add_argument("--epoch-size", type=int, default=50_000, help="images per epoch for the epoch_s note")
+    parser.add_argument("--option-methods", default="pgd-at", help="methods the speed options are timed on")
+    parser.add_argument("--subset", type=int, default=None, help="first N training samples (dataset-size rows)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: width 8, 2 batches, K=2, 2 rounds")
     parser.add_argument("--json", type=Path, default=None, help="write every figure, with the machine, here")
     args = parser.parse_args(argv)
@@ -288,18 +291,27 @@ def main(argv: list[str] | None = None) -> dict:
         if "cost_vs_pgd" in result:
             print(f"# {method} cost_vs_pgd={result['cost_vs_pgd']:.3f} (step time over {objective} "
                   f"with PGD-{args.steps})", flush=True)
-    for option in [o for o in args.options.split(",") if o]:
+    options = [o for o in args.options.split(",") if o]
+    for option in options:
         if option not in OPTIONS:
             parser.error(f"--options: unknown option {option!r}; choose from {', '.join(OPTIONS)}")
-        if option == "on_device" and device.type == "cpu":
-            note("pgd-at+on_device skipped: on the CPU the data already lives on the device")
-            continue
-        base = eager.get("pgd-at") or bench("pgd-at", None, args, std)
-        result = bench("pgd-at", option, args, std)
-        result["speedup"] = (result[args.clock]["advcore_img_s"]["median"]
-                             / base[args.clock]["advcore_img_s"]["median"])
-        report["options"].append(result)
-        print(line(f"pgd-at+{option}", result, args.clock, f" speedup={result['speedup']:.3f}"), flush=True)
+    option_methods = [m for m in args.option_methods.split(",") if m] if options else []
+    if any("hat" in m.split("+") for m in option_methods) and std is None and "hat" in installed:
+        std = std_network(args)
+    for method in option_methods:
+        if method not in LOOPS:
+            parser.error(f"--option-methods: no hand-written loop for {method!r}; choose from {', '.join(LOOPS)}")
+        for option in options:
+            if option == "on_device" and device.type == "cpu":
+                note(f"{method}+on_device skipped: on the CPU the data already lives on the device")
+                continue
+            base = eager.get(method) or bench(method, None, args, std)
+            eager[method] = base
+            result = bench(method, option, args, std)
+            result["speedup"] = (result[args.clock]["advcore_img_s"]["median"]
+                                 / base[args.clock]["advcore_img_s"]["median"])
+            report["options"].append(result)
+            print(line(f"{method}+{option}", result, args.clock, f" speedup={result['speedup']:.3f}"), flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1) + "\n")
