@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     overhead.synthetic_cifar()
-    report = {"command": "python benchmarks/gpu.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    report = {"command": "python benchmarks/gpu.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
               "machine": {**overhead.machine(device), "threads": torch.get_num_threads()},
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "results": [], "data_path": [], "skipped": []}

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         print(f"# device cpu, {args.threads} thread(s), clock {args.clock}", flush=True)
     print("# ratio = advcore / hand-written images/s, median over rounds [min-max]", flush=True)
-    report = {"command": "python benchmarks/overhead.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    report = {"command": "python benchmarks/overhead.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
               "machine": {**machine(device), "threads": args.threads},
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "methods": [], "options": [], "notes": []}

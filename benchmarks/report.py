@@ -64,13 +64,30 @@ def overhead(args, out: Path, *extra: str) -> tuple[dict, int]:
 
 
 def part_overhead(args) -> dict:
+    """Every method, then the speed options in runs sized to their cost (bf16 emulated on a CPU
+    without bf16 arithmetic is ~10x slower; compile spends minutes compiling); one JSON."""
     if args.quick:
-        extra = ["--quick", "--methods", "pgd-at,fast-atta", "--options", "channels_last"]
+        runs = [["--quick", "--methods", "pgd-at,fast-atta", "--options", ""],
+                ["--quick", "--methods", "", "--options", "channels_last", "--option-methods", "pgd-at"]]
     else:
-        extra = ["--methods", ALL_METHODS, "--batches", "16", "--repeats", "7", "--options", "channels_last,bf16,compile",
-                 "--option-methods", "pgd-at,trades,fast-atta"]
-    report, _ = overhead(args, RESULTS / "overhead.json", *extra)
-    return report
+        runs = [["--methods", ALL_METHODS, "--batches", "16", "--repeats", "5", "--options", ""],
+                ["--methods", "", "--options", "channels_last", "--option-methods", "pgd-at,trades,hat,fast-atta",
+                 "--batches", "8", "--repeats", "5"],
+                ["--methods", "", "--options", "compile", "--option-methods", "pgd-at", "--batches", "8", "--repeats", "3"],
+                ["--methods", "", "--options", "bf16", "--option-methods", "pgd-at", "--batches", "4", "--repeats", "3"]]
+    merged: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, extra in enumerate(runs):
+            part, _ = overhead(args, Path(tmp) / f"{i}.json", *extra)
+            part["command"] = part["command"].rsplit(" --json ", 1)[0]
+            if not merged:
+                merged = {**part, "command": [part["command"]]}
+            else:
+                merged["command"].append(part["command"])
+                for key in ("methods", "options", "notes"):
+                    merged[key] += part[key]
+    merged["command"] = "; ".join(merged["command"])
+    return merged
 
 
 def per_image(rate: dict) -> dict:
@@ -80,7 +97,7 @@ def per_image(rate: dict) -> dict:
 
 def part_scaling(args) -> dict:
     base = ["--methods", "pgd-at", "--options", ""] + (["--quick"] if args.quick else ["--batches", "8", "--repeats", "5"])
-    axes = {"dataset": [["--subset", "256"], [], ["--dataset", "synthetic-cifar"]],
+    axes = {"dataset": [["--subset", "256"], [], ["--dataset", "synthetic-cifar", "--batches", "2", "--repeats", "3"]],
             "batch_size": [["--batch-size", "32"], ["--batch-size", "128"], ["--batch-size", "512"]],
             "width": [["--width", "8"], ["--width", "32"], ["--width", "64"]],
             "threads": [["--threads", "1"], ["--threads", "2"]]}
@@ -111,7 +128,7 @@ def part_startup(args) -> dict:
     advcore = str(Path(PY).with_name("advcore"))
     commands = {"import torch": [PY, "-c", "import torch"], "advcore --help": [advcore, "--help"],
                 "advcore plugins": [advcore, "plugins"], "usage error": [advcore, "train", "--plugin"]}
-    repeats = 3 if args.quick else 9
+    repeats = 3 if args.quick else 7
     out = {}
     for name, cmd in commands.items():
         times, codes = [], set()
