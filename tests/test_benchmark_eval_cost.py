@@ -60,3 +60,17 @@ def test_epoch_n_none_evaluates_eval_n_every_epoch(tmp_path):
     config = tiny_config(["pgd-at"], epochs=2, eval={"n": 8, "epoch_n": None, "pgd_steps": 1})
     history = train(config, tmp_path, log=lambda _: None)
     assert [m["eval_n"] for m in history] == [8, 8] and "select_robust_acc" not in history[-1]
+
+
+def test_recipes_that_report_the_best_checkpoint_evaluate_every_epoch_in_full():
+    """Early stopping as the papers do it: the per-epoch evaluation is the whole eval.n set."""
+    from advcore.config import load_config
+    from advcore.recipes import all_recipes
+
+    recipes = all_recipes()
+    best = [r for r in recipes if r.checkpoint == "best"]
+    last = [r for r in recipes if r.checkpoint != "best"]
+    assert best and last
+    for twin in (False, True):
+        assert load_config(base=best[0].run_config(twin=twin)).eval.epoch_n is None
+        assert load_config(base=last[0].run_config(twin=twin)).eval.epoch_n == RunConfig().eval.epoch_n
