@@ -1,32 +1,38 @@
 """advcore vs a same-math hand-written loop, in one process, on the same data and model.
 
-    python benchmarks/overhead.py [--methods pgd-at,trades,hat,raat,iaat,fast-atta,trades+fast-atta,hat+fast-atta]
-        [--options channels_last,bf16,compile,on_device] [--dataset digits] [--arch small-cnn]
-        [--batch-size 128] [--batches 8] [--steps 10] [--repeats 3] [--device cpu|cuda]
+    python benchmarks/overhead.py [--methods pgd-at,trades,...] [--options channels_last,bf16,compile,on_device]
+        [--dataset digits] [--arch small-cnn] [--batch-size 128] [--batches 8] [--steps 10]
+        [--repeats 5] [--device cpu|cuda] [--quick] [--json FILE]
 
-Prints one line per method: ``METHOD advcore_img_s=X handwritten_img_s=Y ratio=Z`` where
-ratio = advcore / hand-written throughput (>= 1.0: advcore is no slower), then one line per
-speed option on pgd-at, ``pgd-at+OPTION ... speedup=S`` with S = advcore with the option /
-advcore without it (the hand-written loop gets the same option). Lines starting with ``#``
-are notes: the device, each method's ``epoch_s`` (``--epoch-size`` images at advcore's
-rate, evaluation excluded), a plugin that is not installed, an option that does not apply,
-and for ``fast-atta`` or ``OBJECTIVE+fast-atta`` timed after its objective (pgd-at when
-none is named), ``cost_vs_pgd``: its step time over the objective's PGD-K step time.
+Prints one line per method: ``METHOD advcore_img_s=X handwritten_img_s=Y ratio=Z [MIN-MAX]
+wall_ratio=W [MIN-MAX]`` where ratio = advcore / hand-written throughput (>= 1.0: advcore is
+no slower), the median over ``--repeats`` interleaved rounds with the rounds' min-max, on
+the clock named by ``--clock`` and (on the CPU) the wall clock too; then one line per speed
+option on pgd-at, ``pgd-at+OPTION ... speedup=S`` with S = advcore with the option / advcore
+without it (the hand-written loop gets the same option). Lines starting with ``#`` are
+notes: the device, each method's ``epoch_s`` (``--epoch-size`` images at advcore's rate,
+evaluation excluded), a plugin that is not installed, an option that does not apply, and
+for ``fast-atta`` or ``OBJECTIVE+fast-atta`` timed after its objective, ``cost_vs_pgd``: its
+step time over the objective's PGD-K step time. ``--json`` writes every figure (both
+clocks, per-round spread, warm-up seconds, peak GPU memory) with the machine description.
 
 Both loops start from the same weights, take the same batches from advcore's loader
 (gathering and conversion included in the timing) and use the same optimizer; the
-hand-written steps (benchmarks/handwritten.py) implement each plugin's default options.
-The two alternate batch by batch (each step timed on its own, after a synchronize on CUDA)
-and the best of ``--repeats`` rounds is kept for each. On the CPU the
-clock is the process's CPU time (``--clock cpu``, one thread by default), which a shared,
-busy machine disturbs far less than wall time; on CUDA it is wall time after a synchronize.
-``--dataset synthetic-cifar`` times CIFAR-shaped random images when CIFAR-10 is not on disk.
+hand-written steps (benchmarks/handwritten/, one file per method family) implement each
+plugin's default options. The two alternate batch by batch in ABBA order (each step timed
+on its own, after a synchronize on CUDA). On the CPU the default clock is the process's CPU
+time (one thread by default), which a shared, busy machine disturbs far less than wall
+time; on CUDA it is wall time after a synchronize. ``--dataset synthetic-cifar`` times
+CIFAR-shaped random images when CIFAR-10 is not on disk.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import gc
+import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -42,10 +48,11 @@ from advcore.speed import Forward  # noqa: E402
 from advcore.testing import tiny_config  # noqa: E402
 from advcore.trainer import build_run, train_step, write_checkpoint  # noqa: E402
 
-METHODS = ("pgd-at", "trades", "hat", "raat", "iaat", "fast-atta", "trades+fast-atta", "hat+fast-atta")
+METHODS = ("pgd-at", "trades", "hat", "raat", "iaat", "free", "fast-atta", "trades+fast-atta", "hat+fast-atta")
 OPTIONS = ("channels_last", "bf16", "compile", "on_device")
 SPEED = {"channels_last": {"speed": {"channels_last": True}}, "bf16": {"speed": {"autocast": "bf16"}},
-         "compile": {"speed": {"compile": True}}, "on_device": {"data": {"on_device": True}}}
+         "compile": {"speed": {"compile": True}}, "on_device": {"data": {"on_device": True}},
+         "host_loader": {"data": {"on_device": False}}}  # the last: for benchmarks/gpu.py's data-path rows
 
 
 def synthetic_cifar() -> None:
@@ -53,11 +60,16 @@ def synthetic_cifar() -> None:
     import advcore.trainer as trainer
     from advcore.data import Dataset, DatasetInfo
 
+    made: dict = {}
+
     def load(name, **kwargs):
+        if made:  # one set per process: gpu.py builds a hundred runs
+            return made["sets"]
         g = torch.Generator().manual_seed(0)
         make = lambda n: Dataset(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),  # noqa: E731
                                  torch.randint(0, 10, (n,), generator=g), 10, "synthetic-cifar")
-        return make(50_000), make(1_000), DatasetInfo("synthetic-cifar", 10, 3, 32, 8 / 255, 4, True)
+        made["sets"] = make(50_000), make(1_000), DatasetInfo("synthetic-cifar", 10, 3, 32, 8 / 255, 4, True)
+        return made["sets"]
 
     trainer.load_dataset = load
 
@@ -66,7 +78,8 @@ def build(method: str, option: str | None, args, std_checkpoint: str | None):
     plugins = method.split("+")  # "hat+fast-atta": the objective with another adversary
     options = {"hat": {"std_checkpoint": std_checkpoint}} if "hat" in plugins else {}
     dataset = "cifar10" if args.dataset == "synthetic-cifar" else args.dataset
-    sections = {"data": {"dataset": dataset, "batch_size": args.batch_size, "subset": None, "augment": False},
+    sections = {"data": {"dataset": dataset, "batch_size": args.batch_size, "subset": getattr(args, "subset", None),
+                         "augment": False},
                 "model": {"arch": args.arch, "width": args.width if args.arch == "small-cnn" else None},
                 "attack": {"steps": args.steps}, "optim": {"schedule": "constant", "lr": 0.01}}
     for key, value in SPEED.get(option, {}).items():
@@ -116,16 +129,45 @@ def std_network(args, out: Path | None = None) -> str:
     return str(out / "checkpoints" / "last")
 
 
-def clock(device: torch.device, kind: str) -> float:
+def machine(device: torch.device) -> dict:
+    """What the numbers were measured on: cores, CPU model, torch version, device name."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.process_time() if kind == "cpu" else time.perf_counter()
+        info["cuda"] = torch.version.cuda
+    return info
 
 
-def bench(method: str, option: str | None, args, std: str | None) -> tuple[float, float]:
+def spread(values: list[float]) -> dict:
+    """Median and min-max of one quantity over the rounds."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+    return {"median": median, "min": ordered[0], "max": ordered[-1], "rounds": len(ordered)}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench(method: str, option: str | None, args, std: str | None) -> dict:
+    """Time advcore's step against its hand-written twin; per-round images/s on both clocks."""
+    if torch.device(args.device).type == "cuda":  # the previous row's run must not count in this one's peak
+        gc.collect()
+        torch.cuda.empty_cache()
     run, loader = build(method, option, args, std)
     epoch = run.options["iaat"].warmup if method == "iaat" else 0
-    images = run.train_set.images if option == "on_device" else run.train_set.images.cpu()
+    images = run.train_set.images  # where advcore placed it (data.on_device): both loops gather from there
     hand = LOOPS[method](handwritten_context(run, option, args.steps))
     indices = [b.index.cpu() for _, b in zip(range(args.batches), loader.epoch(0))]
     labels = run.train_set.labels.to(run.device)
@@ -141,29 +183,56 @@ def bench(method: str, option: str | None, args, std: str | None) -> tuple[float
         x = images[index.to(images.device)].to(run.device, non_blocking=True).float().div_(255)
         hand(x, labels[index.to(labels.device)], index.to(run.device))
 
-    def one_round() -> tuple[float, float]:
+    def one_round() -> dict:
         """Both loops over the same batches, interleaved batch by batch (ABBA order), so a
-        change in the machine's load hits both alike; returns their images/s."""
-        spent = {advcore_step: 0.0, hand_step: 0.0}
+        change in the machine's load hits both alike; CPU and wall seconds of each."""
+        spent = {(fn, c): 0.0 for fn in (advcore_step, hand_step) for c in ("cpu", "wall")}
         batches = iter(loader.epoch(0))
         for i in range(len(indices)):
             for fn in ((advcore_step, hand_step) if i % 2 == 0 else (hand_step, advcore_step)):
-                began = clock(run.device, args.clock)
+                sync(run.device)
+                cpu, wall = time.process_time(), time.perf_counter()
                 fn(i, batches)
-                spent[fn] += clock(run.device, args.clock) - began
-        return count / spent[advcore_step], count / spent[hand_step]
+                sync(run.device)
+                spent[fn, "cpu"] += time.process_time() - cpu
+                spent[fn, "wall"] += time.perf_counter() - wall
+        return {(who, c): count / max(spent[fn, c], 1e-9)
+                for who, fn in (("advcore", advcore_step), ("handwritten", hand_step)) for c in ("cpu", "wall")}
 
     first = next(iter(loader.epoch(0)))
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.device)
+    began = time.perf_counter()
     train_step(run, first, epoch, 0)  # warm-up (and compilation) outside the timing
+    sync(run.device)
+    warm_advcore = time.perf_counter() - began
+    began = time.perf_counter()
     hand(first.x, first.y, first.index)
-    ours = theirs = 0.0
-    for _ in range(args.repeats):
-        a, b = one_round()
-        ours, theirs = max(ours, a), max(theirs, b)
-    return ours, theirs
+    sync(run.device)
+    warm_hand = time.perf_counter() - began
+    rounds = [one_round() for _ in range(args.repeats)]
+    result = {"method": method, "option": option or "none", "images_per_round": count,
+              "warmup_s": {"advcore": warm_advcore, "handwritten": warm_hand},
+              "peak_gpu_bytes": torch.cuda.max_memory_allocated(run.device) if run.device.type == "cuda" else None}
+    for c in ("cpu", "wall"):
+        result[c] = {"advcore_img_s": spread([r["advcore", c] for r in rounds]),
+                     "handwritten_img_s": spread([r["handwritten", c] for r in rounds]),
+                     "ratio": spread([r["advcore", c] / r["handwritten", c] for r in rounds])}
+    return result
 
 
-def main() -> None:
+def line(name: str, result: dict, clock_name: str, extra: str = "") -> str:
+    """``NAME advcore_img_s=X handwritten_img_s=Y ratio=Z [min-max] wall_ratio=W [min-max]`` (medians)."""
+    r, w = result[clock_name], result["wall" if clock_name == "cpu" else "cpu"]
+    text = (f"{name} advcore_img_s={r['advcore_img_s']['median']:.1f} "
+            f"handwritten_img_s={r['handwritten_img_s']['median']:.1f} ratio={r['ratio']['median']:.3f} "
+            f"[{r['ratio']['min']:.3f}-{r['ratio']['max']:.3f}]")
+    if clock_name == "cpu":
+        text += f" wall_ratio={w['ratio']['median']:.3f} [{w['ratio']['min']:.3f}-{w['ratio']['max']:.3f}]"
+    return text + extra
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--options", default=",".join(OPTIONS), help="speed options timed on pgd-at ('' for none)")
@@ -173,13 +242,20 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--batches", type=int, default=8, help="batches per timing")
     parser.add_argument("--steps", type=int, default=10, help="attack steps K")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds (median and min-max reported)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--clock", choices=("cpu", "wall"), default=None,
-                        help="cpu: process CPU time (default on the CPU); wall: elapsed time (default on CUDA)")
+                        help="the clock of the printed ratio: cpu = process CPU time (default on the CPU), "
+                             "wall = elapsed time (default on CUDA); the JSON has both")
     parser.add_argument("--epoch-size", type=int, default=50_000, help="images per epoch for the epoch_s note")
-    args = parser.parse_args()
+    parser.add_argument("--option-methods", default="pgd-at", help="methods the speed options are timed on")
+    parser.add_argument("--subset", type=int, default=None, help="first N training samples (dataset-size rows)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: width 8, 2 batches, K=2, 2 rounds")
+    parser.add_argument("--json", type=Path, default=None, help="write every figure, with the machine, here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.width, args.batches, args.steps, args.repeats = 8, 2, 2, 2
     device = torch.device(args.device)
     args.clock = args.clock or ("wall" if device.type == "cuda" else "cpu")
     if device.type == "cpu":
@@ -191,35 +267,66 @@ def main() -> None:
         print(f"# device {torch.cuda.get_device_name(device)}, clock {args.clock}", flush=True)
     else:
         print(f"# device cpu, {args.threads} thread(s), clock {args.clock}", flush=True)
+    print("# ratio = advcore / hand-written images/s, median over rounds [min-max]", flush=True)
+    report = {"command": "python benchmarks/overhead.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+              "machine": {**machine(device), "threads": args.threads},
+              "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "methods": [], "options": [], "notes": []}
+
+    def note(text: str) -> None:
+        report["notes"].append(text)
+        print(f"# {text}", flush=True)
+
     installed = installed_plugins()
     methods = [m for m in args.methods.split(",") if m]
     std = std_network(args) if "hat" in installed and any("hat" in m.split("+") for m in methods) else None
-    eager = {}
+    eager: dict[str, dict] = {}
     for method in methods:
         missing = [p for p in method.split("+") if p not in installed]
         if missing:
-            print(f"# {method} skipped: plugin {missing[0]} not installed", flush=True)
+            note(f"{method} skipped: plugin {missing[0]} not installed")
             continue
         if method not in LOOPS:
             parser.error(f"--methods: no hand-written loop for {method!r}; choose from {', '.join(LOOPS)}")
-        ours, theirs = bench(method, None, args, std)
-        eager[method] = ours
-        print(f"{method} advcore_img_s={ours:.1f} handwritten_img_s={theirs:.1f} ratio={ours / theirs:.3f}", flush=True)
-        print(f"# {method} epoch_s={args.epoch_size / ours:.1f} ({args.epoch_size} images)", flush=True)
+        result = bench(method, None, args, std)
+        eager[method] = result
+        ours = result[args.clock]["advcore_img_s"]["median"]
+        result["epoch_s"] = args.epoch_size / ours
         objective = "+".join(p for p in method.split("+") if p != "fast-atta") or "pgd-at"
         if objective != method and objective in eager:  # same objective, PGD-K vs fast-atta: cost per step
-            print(f"# {method} cost_vs_pgd={eager[objective] / ours:.3f} (step time over {objective} "
+            result["cost_vs_pgd"] = eager[objective][args.clock]["advcore_img_s"]["median"] / ours
+        report["methods"].append(result)
+        print(line(method, result, args.clock), flush=True)
+        print(f"# {method} epoch_s={result['epoch_s']:.1f} ({args.epoch_size} images)", flush=True)
+        if "cost_vs_pgd" in result:
+            print(f"# {method} cost_vs_pgd={result['cost_vs_pgd']:.3f} (step time over {objective} "
                   f"with PGD-{args.steps})", flush=True)
-    for option in [o for o in args.options.split(",") if o]:
+    options = [o for o in args.options.split(",") if o]
+    for option in options:
         if option not in OPTIONS:
             parser.error(f"--options: unknown option {option!r}; choose from {', '.join(OPTIONS)}")
-        if option == "on_device" and device.type == "cpu":
-            print("# pgd-at+on_device skipped: on the CPU the data already lives on the device", flush=True)
-            continue
-        base = eager.get("pgd-at") or bench("pgd-at", None, args, std)[0]
-        ours, theirs = bench("pgd-at", option, args, std)
-        print(f"pgd-at+{option} advcore_img_s={ours:.1f} handwritten_img_s={theirs:.1f} ratio={ours / theirs:.3f} "
-              f"speedup={ours / base:.3f}", flush=True)
+    option_methods = [m for m in args.option_methods.split(",") if m] if options else []
+    if any("hat" in m.split("+") for m in option_methods) and std is None and "hat" in installed:
+        std = std_network(args)
+    for method in option_methods:
+        if method not in LOOPS:
+            parser.error(f"--option-methods: no hand-written loop for {method!r}; choose from {', '.join(LOOPS)}")
+        for option in options:
+            if option == "on_device" and device.type == "cpu":
+                note(f"{method}+on_device skipped: on the CPU the data already lives on the device")
+                continue
+            base = eager.get(method) or bench(method, None, args, std)
+            eager[method] = base
+            result = bench(method, option, args, std)
+            result["speedup"] = (result[args.clock]["advcore_img_s"]["median"]
+                                 / base[args.clock]["advcore_img_s"]["median"])
+            report["options"].append(result)
+            print(line(f"{method}+{option}", result, args.clock, f" speedup={result['speedup']:.3f}"), flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"# wrote {args.json}", flush=True)
+    return report
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -39,7 +40,8 @@ def both_loops(method: str, tmp_path: Path):
     return run, next(iter(loader.epoch(0))), ctx.model, LOOPS[method](ctx)
 
 
-@pytest.mark.parametrize("method", ["pgd-at", "trades", "hat", "fast-atta", "trades+fast-atta", "hat+fast-atta", "raat", "iaat"])
+@pytest.mark.parametrize("method", ["pgd-at", "trades", "hat", "fast-atta", "trades+fast-atta", "hat+fast-atta", "raat", "iaat",
+                                    "free"])
 def test_handwritten_step_matches_advcore(method, tmp_path, monkeypatch):
     missing = [p for p in method.split("+") if p not in installed_plugins()]
     if missing:
@@ -63,15 +65,32 @@ def test_handwritten_step_matches_advcore(method, tmp_path, monkeypatch):
     assert diff < 1e-6, f"{method}: hand-written step differs from advcore's by {diff:.2e}"
 
 
-def test_overhead_prints_one_line_per_method_and_the_fast_atta_cost(capsys, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["overhead.py", "--methods", "pgd-at,fast-atta", "--options", "",
-                                      "--batches", "2", "--repeats", "1", "--width", "8", "--steps", "2"])
-    overhead.main()
+def test_overhead_prints_medians_with_spread_and_writes_the_json(capsys, tmp_path):
+    out_json = tmp_path / "overhead.json"
+    report = overhead.main(["--methods", "pgd-at,fast-atta", "--options", "", "--batches", "2", "--repeats", "3",
+                            "--width", "8", "--steps", "2", "--json", str(out_json)])
     out = capsys.readouterr().out
     for method in ("pgd-at", "fast-atta"):
-        line = re.search(rf"^{method} advcore_img_s=([\d.]+) handwritten_img_s=([\d.]+) ratio=([\d.]+)$", out, re.M)
-        assert line, out
-        ours, theirs, ratio = map(float, line.groups())
-        assert ratio == pytest.approx(ours / theirs, abs=1e-3)
+        found = re.search(rf"^{method} advcore_img_s=([\d.]+) handwritten_img_s=([\d.]+) ratio=([\d.]+) "
+                          rf"\[([\d.]+)-([\d.]+)\] wall_ratio=([\d.]+) \[([\d.]+)-([\d.]+)\]$", out, re.M)
+        assert found, out
+        ratio, low, high, wall, wlow, whigh = map(float, found.groups()[2:])
+        assert low <= ratio <= high and wlow <= wall <= whigh
     cost = re.search(r"^# fast-atta cost_vs_pgd=([\d.]+) \(step time over pgd-at with PGD-2\)$", out, re.M)
     assert cost and 0 < float(cost.group(1)) < 1.5, out
+    written = json.loads(out_json.read_text())
+    assert written == json.loads(json.dumps(report))
+    assert {"cpu", "cores", "torch", "device"} <= set(written["machine"])
+    first = written["methods"][0]
+    assert first["method"] == "pgd-at" and first["cpu"]["ratio"]["rounds"] == 3
+    rounds = first["cpu"]
+    # the ratio's median is of per-round ratios; images/s medians bound it loosely
+    assert rounds["advcore_img_s"]["min"] <= rounds["advcore_img_s"]["median"] <= rounds["advcore_img_s"]["max"]
+    assert first["epoch_s"] == pytest.approx(50_000 / rounds["advcore_img_s"]["median"])
+
+
+def test_overhead_names_an_unknown_method_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        overhead.main(["--methods", "mart+fast-atta", "--options", ""])
+    assert exit_.value.code == 2
+    assert "--methods: no hand-written loop for 'mart+fast-atta'" in capsys.readouterr().err

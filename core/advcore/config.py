@@ -121,7 +121,10 @@ class AttackConfig(_Section):
 
 
 class EvalConfig(_Section):
-    n: int = Field(500, ge=1, description="held-out test samples evaluated every epoch")
+    n: int = Field(500, ge=1, description="held-out test samples of the final evaluation (the last epoch's)")
+    epoch_n: int | None = Field(
+        64, ge=1, description="held-out samples evaluated after the other epochs, the first of eval.n's "
+                               "(same PGD; they also pick the best checkpoint); None = eval.n every epoch")
     pgd_steps: int = Field(20, ge=1)
     restarts: int = Field(1, ge=1)
     every: int = Field(1, ge=1, description="evaluate every N epochs (and always at the end)")

@@ -16,7 +16,7 @@ from .errors import AdvcoreError
 
 __all__ = ["read_metrics", "plot_sweep", "plot_training_curves", "plot_tradeoff", "plot_margins", "curve_series"]
 
-_SKIP = {"epoch", "lr", "seconds"}
+_SKIP = {"epoch", "lr", "seconds", "eval_seconds", "eval_n"}
 
 
 def _figure(rows: int = 1, cols: int = 1, size=(6.0, 4.0)):

@@ -89,6 +89,8 @@ class Recipe:
         if epochs is not None:
             before, data["epochs"] = data.get("epochs", 5), epochs
             rescale_schedule(data, before)
+        if self.checkpoint == "best":  # early stopping: every epoch on the paper's whole evaluation set
+            data.setdefault("eval", {}).setdefault("epoch_n", None)
         data["recipe"] = {"name": self.name, "twin": twin}
         return data
 

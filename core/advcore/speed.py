@@ -77,7 +77,9 @@ def step_models(run) -> Models:
 def build_models(run) -> Models:
     """Apply ``run.config.speed`` (and DDP when ``run.world_size > 1``) around ``run.model``.
 
-    With every option off and one process both are ``run.model`` itself.
+    With every option off and one process both are ``run.model`` itself. A one-process
+    group that the caller set up (benchmarks/nccl_resume.py under ``torchrun
+    --nproc_per_node 1``) also gets DDP, so that backend's gradient path is exercised.
     """
     speed = run.config.speed
     model = run.model
@@ -89,11 +91,17 @@ def build_models(run) -> Models:
     if speed.compile:
         attack = torch.compile(attack, backend=speed.compile_backend)
     train = attack
-    if run.world_size > 1:
+    if run.world_size > 1 or _one_process_group():
         from .distributed import wrap_ddp
 
         train = wrap_ddp(attack, run.device)
     return Models(attack=attack, train=train, base=model)
+
+
+def _one_process_group() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() == 1
 
 
 def wants_device(dataset: Dataset, device: torch.device, on_device: bool | str) -> bool:
