@@ -36,7 +36,8 @@ def train(
     set_: Optional[List[str]] = SetOpt,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run directory (metrics, checkpoints)"),
     epochs: Optional[int] = typer.Option(None, help="number of epochs"),
-    dataset: Optional[str] = typer.Option(None, help="digits, fashion-mnist, mnist, cifar10, cifar100, svhn, folder"),
+    dataset: Optional[str] = typer.Option(None, help="digits, fashion-mnist, mnist, cifar10, cifar100, svhn, folder, "
+                                                      "or package.module:factory (called with train=True/False)"),
     data_dir: Optional[str] = typer.Option(None, help="folder with the dataset files"),
     subset: Optional[str] = typer.Option(None, help="N (first N, class-balanced) or easiest:N, hardest:N, random:N"),
     seed: Optional[int] = typer.Option(None, help="random seed"),
@@ -48,6 +49,8 @@ def train(
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="start from a paper recipe (advcore recipes); "
                                                                         "other flags override it"),
     twin: bool = typer.Option(False, "--twin", help="with --recipe: its scaled-down Fashion-MNIST twin"),
+    model: Optional[str] = typer.Option(None, "--model", help="your nn.Module: package.module:factory "
+                                                                "(options: --set model.kwargs.NAME=VALUE)"),
 ) -> None:
     """Train a model with the given plugins; prints clean and robust accuracy per epoch."""
     from .trainer import train as run_training
@@ -57,7 +60,8 @@ def train(
     chosen = _recipe(recipe) if recipe else None
     cfg = _config(plugin, config, set_, base=chosen.run_config(twin, epochs) if chosen else None, epochs=epochs, seed=seed,
                   device=device, init_from=init_from,
-                  **{"data.dataset": dataset, "data.data_dir": data_dir, "data.subset": subset})
+                  **{"data.dataset": dataset, "data.data_dir": data_dir, "data.subset": subset,
+                     "model.factory": model})
     if resume and out is None:
         raise AdvcoreError("--resume needs --out DIR, the run directory to continue")
     history = run_training(cfg, out, resume=resume, fallback=fallback, tensorboard=tensorboard,

@@ -25,7 +25,7 @@ from .data import Augment, Loader, held_out_indices, load_dataset
 from .ema import STASH_KEY as EMA_KEY, WeightAverage, ema_of, ema_tensors, load_ema, update_ema
 from .errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from .mixing import MixedLoader, training_data
-from .models import avx2_weight_gradient_hazard, build_model
+from .models import avx2_weight_gradient_hazard, build_model, build_user_model
 from .plugins import Hooks, Installed, build_manager, resolve
 from .run import Run
 from .speed import place_dataset, step_models
@@ -60,7 +60,10 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def model_spec(config: RunConfig, info) -> dict[str, Any]:
-    """What is needed to rebuild the architecture from a manifest."""
+    """What is needed to rebuild the architecture from a manifest (a user model: its factory and kwargs)."""
+    if config.model.factory:
+        return {"factory": config.model.factory, "kwargs": dict(config.model.kwargs), "num_classes": info.num_classes,
+                "in_channels": info.channels, "image_size": info.size}
     arch = config.model.arch
     if arch == "auto":
         arch = "small-cnn" if info.size <= 28 else "preact-resnet18"
@@ -80,6 +83,8 @@ def info_stats(info) -> tuple[list[float], list[float]]:
 
 
 def build_model_from_spec(spec: dict[str, Any]) -> torch.nn.Module:
+    if spec.get("factory"):
+        return build_user_model(spec["factory"], spec.get("kwargs"))
     try:
         return build_model(spec["arch"], num_classes=spec["num_classes"], in_channels=spec["in_channels"],
                            image_size=spec["image_size"], **spec.get("kwargs", {}))
