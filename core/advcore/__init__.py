@@ -3,6 +3,7 @@
 The names here are the public API for plugin authors.
 """
 
+from . import api  # train, evaluate and attack any nn.Module (docs/python-api.md)
 from .config import Budget, PluginOptions
 from .hookspecs import hookimpl
 from .plugins import PluginInfo

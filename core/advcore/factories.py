@@ -16,7 +16,7 @@ from .errors import ConfigError
 
 __all__ = ["FACTORY_PATTERN", "is_factory", "load_factory", "register_live"]
 
-FACTORY_PATTERN = re.compile(r"^(live:\d+:)?[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+FACTORY_PATTERN = re.compile(r"^(live:\d+:[\w.<>-]+|[A-Za-z_][\w.]*:[A-Za-z_][\w.]*)$")
 _LIVE: dict[str, Callable[..., Any]] = {}
 _COUNTER = itertools.count(1)
 
