@@ -168,7 +168,8 @@ def attack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, kind: st
     """Adversarial examples for one batch (inputs in [0, 1]) with the core's attacks, model in eval mode.
 
     ``pgd`` (cross-entropy) and ``cw`` (margin loss) run ``steps`` steps of size ``step_size``
-    (default eps/4) from a random start, keeping the first restart that fools the model;
+    (default eps/4) from a random start, keeping the first restart that fools the model
+    (gradients are enabled inside, so a caller's ``torch.no_grad()`` does not stop it);
     ``fgsm`` is one step of size eps; ``autoattack`` runs pyautoattack's ``aa_version``.
     """
     from .attacks import NORMS, model_mode, pgd_eval
@@ -179,7 +180,7 @@ def attack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, kind: st
         raise ConfigError(f"attack: invalid norm {norm!r} (allowed: {', '.join(NORMS)})")
     if seed is not None:
         torch.manual_seed(seed)
-    with model_mode(model, "eval"):
+    with model_mode(model, "eval"), torch.enable_grad():  # works under a caller's no_grad too
         if kind == "autoattack":
             from pyautoattack import AutoAttack
 
