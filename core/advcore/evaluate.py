@@ -93,9 +93,10 @@ def run_checkpoint(path: str | Path, tag: str = "best") -> Path:
 
 def load_target(path: str | Path | None, *, device: str = "auto", ema: bool = False, arch: str | None = None,
                 dataset: str | None = None, data_dir: str | None = None, width: int | None = None,
-                normalize: bool = False, checkpoint: str = "best", model: str | None = None,
+                normalize: bool = False, checkpoint: str = "last", model: str | None = None,
                 model_kwargs: dict | None = None) -> EvalTarget:
-    """An advcore checkpoint (a run directory means its ``checkpoint``, best by default), or a state
+    """An advcore checkpoint (a run directory means its ``checkpoint``: last here, best in
+    ``evaluate_checkpoint`` and ``advcore eval``), or a state
     dict file (``.safetensors``/``.pt``) with ``arch`` or ``model`` (package.module:factory) and ``dataset``.
 
     The model comes back in eval mode on ``device``.
