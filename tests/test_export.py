@@ -82,3 +82,33 @@ def test_export_without_ema_weights_is_one_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["export", str(out), str(tmp_path / "m.safetensors"), "--ema"])
     assert isinstance(result.exception, AdvcoreError)
     assert "holds no EMA weights; train with --set ema.decay=0.999 or export without --ema" in str(result.exception)
+
+
+def test_the_weight_average_is_the_formula_bit_for_bit():
+    """EMA kept by swa_utils.AveragedModel equals avg.mul_(d).add_(w, alpha=1 - d) with the warm-up decay."""
+    from advcore.ema import WeightAverage
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                torch.nn.Linear(144, 3))
+    ema = WeightAverage(model, decay=0.99)
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+    for t in range(5):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model(torch.rand(4, 1, 8, 8))  # BatchNorm statistics and counter move too
+        ema.update(model)
+        d = min(0.99, (1 + t) / (10 + t))
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                reference[k].mul_(d).add_(v, alpha=1 - d)
+            else:
+                reference[k].copy_(v)
+    assert all(torch.equal(ema.module.state_dict()[k], v) for k, v in reference.items())
+    restored = WeightAverage(model, decay=0.99)
+    restored.load_state_dict(ema.state_dict())
+    ema.update(model)
+    restored.update(model)
+    assert restored.updates == 6 and all(torch.equal(a, b) for a, b in
+                                         zip(ema.module.state_dict().values(), restored.module.state_dict().values()))
