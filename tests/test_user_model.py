@@ -105,7 +105,8 @@ def test_unstable_indices_and_bad_factories_are_one_line(on_path):
 def test_a_user_model_run_resumes_bit_exactly(tmp_path, on_path):
     from advcore.trainer import train
 
-    cfg = load_config(None, [f"{k}={v}" for k, v in FAST.items()], epochs=2, device="cpu", deterministic=True,
+    cfg = load_config(None, [f"{k}={v}" for k, v in FAST.items()] + ["ema.decay=0.9"], epochs=2, device="cpu",
+                      deterministic=True,
                       **{"model.factory": "tests_pkg.module:factory", "data.dataset": "tests_pkg.module:data",
                          "plugins": ["trades"]})
     log = lambda *a: None  # noqa: E731
@@ -115,7 +116,8 @@ def test_a_user_model_run_resumes_bit_exactly(tmp_path, on_path):
     assert [m["train_loss"] for m in whole] == [m["train_loss"] for m in resumed]
     _, a = load_checkpoint(tmp_path / "whole")
     _, b = load_checkpoint(tmp_path / "split")
-    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("model."))
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("model.", "ema.")))
+    assert any(k.startswith("ema.") for k in a)
 
 
 def test_eval_takes_the_best_checkpoint_unless_told_last(tmp_path, on_path):

@@ -376,11 +376,11 @@ def _rescale_progress(run: Run, manifest: dict, path) -> int:
 
 
 def _progress(iterable, total: int, desc: str):
-    if os.environ.get("ADVCORE_PROGRESS", "auto") == "0" or not sys.stderr.isatty():
-        return iterable
-    from tqdm import tqdm
+    """The training bar: the one progress helper of evaluation (tqdm with its ETA on a terminal;
+    ADVCORE_PROGRESS=0 turns it off, =1 on)."""
+    from .eval_attacks import progress_bar
 
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+    return progress_bar(iterable, total, desc)
 
 
 def prepare_out(config: RunConfig, out: Path | None, resume: bool) -> None:
