@@ -102,6 +102,8 @@ def load_target(path: str | Path | None, *, device: str = "auto", ema: bool = Fa
     The model comes back in eval mode on ``device``.
     """
     if model is not None:
+        if ema:
+            raise ConfigError("--ema needs an advcore checkpoint (run directory or .json); --weights holds one set")
         return _factory_target(model, model_kwargs, path, device=device, dataset=dataset, data_dir=data_dir)
     if path is None:
         raise ConfigError("nothing to evaluate: pass a run directory, a checkpoint or --model with --weights")
