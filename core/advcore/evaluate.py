@@ -144,8 +144,8 @@ def _factory_target(factory: str, kwargs: dict | None, weights: str | Path | Non
         except RuntimeError as exc:
             lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
             detail = lines[1] if len(lines) > 1 else lines[0] if lines else "keys differ"
-            raise CheckpointError(f"{weights} does not fit {factory} ({detail}); pass the factory and "
-                                  f"--set-style options it was trained with") from None
+            raise CheckpointError(f"{weights} does not fit {factory} ({detail}); pass the factory "
+                                  f"(and --set model.kwargs) it was trained with") from None
         source = str(weights)
     return EvalTarget(net.to(resolve_device(device)).eval(), dataset, data_dir, 0, None, source)
 
