@@ -151,3 +151,25 @@ def test_eval_takes_the_best_checkpoint_unless_told_last(tmp_path, on_path):
     assert not torch.equal(other["model.head.weight"], swapped["model.head.weight"])  # the two can be told apart
     with pytest.raises(ConfigError, match="--checkpoint: invalid value 'first'"):
         ref(tmp_path / "a", checkpoint="first")
+
+
+def test_eval_of_a_user_module_from_wrapped_state_dicts_matches_the_run(tmp_path, on_path):
+    """DataParallel/RobustBench-style .pt files ({"state_dict": {"module.x": ...}}) load into the factory's module."""
+    from advcore.errors import CheckpointError
+    from advcore.evaluate import evaluate_checkpoint
+
+    api.train("tests_pkg.module:factory", "tests_pkg.module:data", epochs=1, settings=FAST, device="cpu",
+              out=tmp_path / "run", quiet=True)
+    _, tensors = load_checkpoint(tmp_path / "run" / "checkpoints" / "best")
+    weights = {"module." + k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    torch.save({"state_dict": weights}, tmp_path / "wrapped.pt")
+    common = dict(attacks=["pgd-3"], n=48, device="cpu", progress=False)
+    expected = evaluate_checkpoint(tmp_path / "run", **common)
+    got = evaluate_checkpoint(tmp_path / "wrapped.pt", model="tests_pkg.module:factory",
+                              dataset="tests_pkg.module:data", **common)
+    assert (got["clean_acc"], got["pgd3_acc"], got["n"]) == (expected["clean_acc"], expected["pgd3_acc"], 48)
+    with pytest.raises(CheckpointError, match=r"wrapped.pt does not fit tests_pkg.module:factory \(.*size mismatch"):
+        evaluate_checkpoint(tmp_path / "wrapped.pt", model="tests_pkg.module:factory", model_kwargs={"width": 4},
+                            dataset="tests_pkg.module:data", **common)
+    with pytest.raises(ConfigError, match="needs --dataset"):
+        evaluate_checkpoint(tmp_path / "wrapped.pt", model="tests_pkg.module:factory", **common)
