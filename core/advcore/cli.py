@@ -195,7 +195,8 @@ def eval_(
         raise AdvcoreError("pass either a checkpoint or --model with --weights, not both")
     model_kwargs = _model_kwargs(set_) if model is not None else None
     result = evaluate_checkpoint(
-        weights if model is not None else checkpoint, attacks=list(attack or ["pgd", "autoattack"]), n=n, eps=_eps(eps), norm=norm, pgd_steps=pgd_steps,
+        weights if model is not None else checkpoint, attacks=list(attack or ["pgd", "autoattack"]), n=n,
+        eps=_eps(eps), norm=norm, pgd_steps=pgd_steps,
         restarts=restarts, step_size=step_size, device=device, aa_version=aa_version, aa_attacks=aa_attack,
         square_queries=square_queries, batch_size=batch_size, ema=ema, arch=arch, dataset=dataset, data_dir=data_dir,
         width=width, normalize=normalize, checks=checks, surrogate=surrogate, corruptions=corruptions, out=out,
@@ -526,10 +527,6 @@ def main() -> None:
         raise
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
 @app.command("export")
 def export(
     run: Path = typer.Argument(..., help="run directory or checkpoint .json"),
@@ -544,3 +541,7 @@ def export(
     typer.echo(f"wrote {path} ({'EMA' if ema else 'model'} weights); load it with:")
     for line in lines:
         typer.echo(f"    {line}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
