@@ -54,25 +54,24 @@ def test_export_round_trips_logits_exactly(run, tmp_path, ema):
 
 
 def test_export_of_a_user_model_by_the_real_executable(tmp_path, monkeypatch):
-    env = dict(os.environ, PYTHONPATH=str(TESTS), ADVCORE_PROGRESS="0", OMP_NUM_THREADS="1")
-    common = dict(env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    trained = subprocess.run([ADVCORE, "train", "--model", "tests_pkg.module:factory", "--set", "model.kwargs.width=4",
-                              "--dataset", "tests_pkg.module:data", "--epochs", "1", "--set", "attack.steps=1",
-                              "--set", "eval.n=16", "--device", "cpu", "--out", "run"], **common)
-    assert trained.returncode == 0, trained.stderr
-    proc = subprocess.run([ADVCORE, "export", "run", "mine.safetensors", "--checkpoint", "last"], **common)
-    assert proc.returncode == 0, proc.stderr
-    assert "from tests_pkg.module import factory" in proc.stdout and "model = factory(width=4)" in proc.stdout
+    import advcore.api as api
+
     monkeypatch.syspath_prepend(str(TESTS))
     monkeypatch.chdir(tmp_path)
+    api.train("tests_pkg.module:factory", "tests_pkg.module:data", epochs=1, device="cpu", out="run", quiet=True,
+              settings={"model.kwargs.width": 4, "attack.steps": 1, "eval.n": 16})
+    env = dict(os.environ, PYTHONPATH=str(TESTS), ADVCORE_PROGRESS="0", OMP_NUM_THREADS="1")
+    proc = subprocess.run([ADVCORE, "export", "run", "mine.safetensors", "--checkpoint", "last"], env=env,
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "from tests_pkg.module import factory" in proc.stdout and "model = factory(width=4)" in proc.stdout
     fresh = printed_model(proc.stdout)
     reference = load_model(tmp_path / "run" / "checkpoints" / "last", "cpu")[0]
     x = torch.rand(8, 1, 8, 8)
     with torch.no_grad():
         assert torch.equal(fresh(x), reference(x))
-    bad = subprocess.run([ADVCORE, "export", "run", "mine.pt"], **common)
-    assert bad.returncode == 2 and bad.stderr.strip() == \
-        "error: export: mine.pt must end in .safetensors (a plain state dict, no pickle)"
+    bad = CliRunner().invoke(app, ["export", "run", "mine.pt"])
+    assert str(bad.exception) == "export: mine.pt must end in .safetensors (a plain state dict, no pickle)"
 
 
 def test_export_without_ema_weights_is_one_clear_error(tmp_path):

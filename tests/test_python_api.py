@@ -52,6 +52,9 @@ def test_the_command_line_examples_of_the_page_run_and_agree(tmp_path):
     for key in ("n", "eps", "clean_acc", "pgd5_acc"):
         assert run_report[key] == exported_report[key]
     assert "model = factory(num_classes=4)" in outputs[2]
+    spec = json.loads((tmp_path / "runs" / "mine" / "checkpoints" / "last.json").read_text())["model"]
+    assert (spec["factory"], spec["kwargs"]) == ("tests_pkg.module:factory", {"num_classes": 4})
+    assert "advcore: tests_pkg.module:data, 2 batches/epoch" in outputs[0]  # 192 samples / 128
 
 
 def _data(n, seed):

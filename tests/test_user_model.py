@@ -17,7 +17,7 @@ import torch
 import advcore.api as api
 from advcore.checkpoint import load_checkpoint
 from advcore.config import load_config
-from advcore.errors import ConfigError
+from advcore.errors import ConfigError, PluginError
 from advcore.evaluate import load_target
 
 TESTS = Path(__file__).resolve().parent
@@ -44,14 +44,6 @@ def one_line_error(proc, *fragments):
         assert fragment in proc.stderr
 
 
-def test_train_a_user_model_on_user_data_from_the_command_line(tmp_path):
-    proc = advcore("train", *USER, *TINY, "--epochs", "1", "--out", tmp_path / "run")
-    assert proc.returncode == 0, proc.stderr
-    assert "advcore: tests_pkg.module:data, 3 batches/epoch" in proc.stdout  # 192 samples / 64
-    spec = json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())["model"]
-    assert (spec["factory"], spec["kwargs"], spec["num_classes"]) == ("tests_pkg.module:factory", {}, 4)
-
-
 def test_he_on_a_model_without_the_protocol_is_one_line_and_works_on_one_with_it(tmp_path, on_path):
     proc = advcore("train", "--model", "tests_pkg.module:plain", "--dataset", "tests_pkg.module:data",
                    "--plugin", "he", *TINY, "--epochs", "1")
@@ -71,7 +63,7 @@ def test_hat_trains_its_standard_network_from_the_same_factory(tmp_path, on_path
     assert standard["model"]["factory"] == "tests_pkg.module:factory"
 
 
-def test_torchvision_resnet18_with_num_classes_trains_and_he_refuses_it_in_one_line(tmp_path):
+def test_torchvision_resnet18_with_num_classes_trains_and_he_refuses_it_in_one_line(tmp_path, on_path):
     tv = ["--model", "torchvision.models:resnet18", "--set", "model.kwargs.num_classes=3",
           "--dataset", "tests_pkg.module:rgb", "--epochs", "1", "--device", "cpu"]
     proc = advcore("train", *tv, "--set", "attack.steps=1", "--set", "eval.n=8", "--set", "eval.pgd_steps=2",
@@ -79,7 +71,9 @@ def test_torchvision_resnet18_with_num_classes_trains_and_he_refuses_it_in_one_l
     assert proc.returncode == 0, proc.stderr
     model = load_target(tmp_path / "tv", device="cpu").model
     assert model.fc.out_features == 3 and not model.training  # load_target returns eval mode
-    one_line_error(advcore("train", *tv, "--plugin", "he"), "ResNet lacks features(x) and an nn.Linear head")
+    with pytest.raises(PluginError, match="plugin 'he' needs .*; ResNet lacks features\\(x\\) and an nn.Linear head;"):
+        api.train("torchvision.models:resnet18", "tests_pkg.module:rgb", plugins=["he"], device="cpu", quiet=True,
+                  settings={"model.kwargs.num_classes": 3})
 
 
 def test_unstable_indices_and_bad_factories_are_one_line(on_path):
