@@ -83,7 +83,7 @@ def test_unstable_indices_and_bad_factories_are_one_line(on_path):
                    "dataset[0] returned a different sample on a second read", "stable indices")
     for factory, message in (("tests_pkg.module:nope", "model.factory: tests_pkg.module has no 'nope'"),
                              ("no_such_pkg.mod:f", "cannot import no_such_pkg.mod"),
-                             ("tests_pkg.module:TinyNet.features", "")):
+                             ("tests_pkg.module:data", "returned a TensorDataset, not a torch.nn.Module")):
         with pytest.raises(ConfigError, match=message):
             build_user_model(factory)
     with pytest.raises(ConfigError, match="pass its arguments as --set model.kwargs"):
