@@ -132,6 +132,12 @@ def test_attack_stays_in_the_ball_and_beats_random_noise():
         assert (model(pgd).argmax(1) == y).sum() < (model(noise).argmax(1) == y).sum()
     adv = api.attack(model, x, y, kind="pgd", norm="L2", eps=0.5, steps=5, seed=0)
     assert (adv - x).flatten(1).norm(dim=1).max() <= 0.5 + 1e-5
+    adv = api.attack(model, x[:8], y[:8], kind="autoattack", eps=0.1, aa_version="custom", aa_attacks=["apgd-ce"])
+    assert (adv - x[:8]).abs().max() <= 0.1 + 1e-6
+    with torch.no_grad():
+        assert (model(adv).argmax(1) == y[:8]).sum() <= (model(x[:8]).argmax(1) == y[:8]).sum()
+    with pytest.raises(ConfigError, match="--aa-version custom needs its attacks"):
+        api.attack(model, x, y, kind="autoattack", aa_version="custom")
     with pytest.raises(ConfigError, match="unknown kind 'bim'"):
         api.attack(model, x, y, kind="bim")
 

@@ -132,20 +132,20 @@ def _eval_tensors(data: Any, n: int | None, seed: int, data_dir: str | None):
 
 
 def evaluate(model: Any, data: Any = None, *, attacks: Iterable[str] = ("pgd", "autoattack"), n: int | None = None,
-             eps: float | None = None, norm: str = "Linf", checks: bool = False, seed: int = 0,
+             eps: float | None = None, norm: str | None = None, checks: bool = False, seed: int = 0,
              data_dir: str | None = None, surrogate: torch.nn.Module | None = None, **options: Any) -> dict[str, Any]:
     """The ``advcore eval --json`` report for any ``nn.Module`` (or a run directory / checkpoint path).
 
     ``data`` is a map-style Dataset, an ``(x, y)`` pair of tensors, or a dataset name or
     ``package.module:factory`` (its test split). ``options`` are ``advcore eval``'s:
     ``pgd_steps``, ``restarts``, ``step_size``, ``aa_version``, ``aa_attacks``,
-    ``square_queries``, ``batch_size``, ``progress``. The model is evaluated in eval mode on
-    its own device, and its mode is restored afterwards.
+    ``square_queries``, ``batch_size``, ``progress``. ``norm`` defaults to Linf (for a run: the
+    run's). The model is evaluated in eval mode on its own device, and its mode is restored afterwards.
     """
     from .evaluate import evaluate_checkpoint, evaluate_model
 
     if isinstance(model, (str, Path)) and not is_factory(str(model)):
-        return evaluate_checkpoint(model, attacks=attacks, n=n, eps=eps, norm=norm if norm != "Linf" else None,
+        return evaluate_checkpoint(model, attacks=attacks, n=n, eps=eps, norm=norm,
                                    checks=checks, dataset=data if isinstance(data, str) else None,
                                    data_dir=data_dir, **options)
     if not isinstance(model, torch.nn.Module):
@@ -155,7 +155,7 @@ def evaluate(model: Any, data: Any = None, *, attacks: Iterable[str] = ("pgd", "
     x, y, label, default_eps = _eval_tensors(data, n, seed, data_dir)
     result: dict[str, Any] = {"checkpoint": type(model).__name__, "weights": "model"}
     result.update(evaluate_model(model, x, y, attacks=attacks, dataset=label, eps=default_eps if eps is None else eps,
-                                 norm=norm, seed=seed, checks=checks, surrogate=surrogate, n=n, **options))
+                                 norm=norm or "Linf", seed=seed, checks=checks, surrogate=surrogate, n=n, **options))
     return result
 
 
@@ -164,13 +164,15 @@ ATTACKS = ("pgd", "cw", "fgsm", "autoattack")
 
 def attack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, kind: str = "pgd", eps: float = 8 / 255,
            steps: int = 10, step_size: float | None = None, restarts: int = 1, norm: str = "Linf",
-           aa_version: str = "standard", seed: int | None = None) -> torch.Tensor:
+           aa_version: str = "standard", aa_attacks: Sequence[str] | None = None,
+           seed: int | None = None) -> torch.Tensor:
     """Adversarial examples for one batch (inputs in [0, 1]) with the core's attacks, model in eval mode.
 
     ``pgd`` (cross-entropy) and ``cw`` (margin loss) run ``steps`` steps of size ``step_size``
     (default eps/4) from a random start, keeping the first restart that fools the model
     (gradients are enabled inside, so a caller's ``torch.no_grad()`` does not stop it);
-    ``fgsm`` is one step of size eps; ``autoattack`` runs pyautoattack's ``aa_version``.
+    ``fgsm`` is one step of size eps; ``autoattack`` runs pyautoattack's ``aa_version``
+    (``"custom"`` with ``aa_attacks``, e.g. ``["apgd-ce"]``).
     """
     from .attacks import NORMS, model_mode, pgd_eval
 
@@ -184,8 +186,16 @@ def attack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, kind: st
         if kind == "autoattack":
             from pyautoattack import AutoAttack
 
+            from .eval_attacks import parse_attacks
+
+            parse_attacks([], aa_version=aa_version, aa_attacks=aa_attacks)  # the CLI's checks and messages
             aa = AutoAttack(model, norm=norm, eps=eps, version=aa_version, device=x.device,
+                            attacks=list(aa_attacks) if aa_version == "custom" else None,
                             seed=0 if seed is None else seed)
+            with torch.no_grad():
+                classes = model(x[:1]).shape[1]
+            for part in (aa.apgd_targeted, aa.fab):  # targeted attacks need classes - 1 targets at most
+                part.n_target_classes = min(part.n_target_classes, classes - 1)
             x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=x.shape[0])
             return x_adv.to(x.device)
         if kind == "fgsm":
