@@ -86,6 +86,13 @@ def test_unstable_indices_and_bad_factories_are_one_line(on_path):
                              ("tests_pkg.module:data", "returned a TensorDataset, not a torch.nn.Module")):
         with pytest.raises(ConfigError, match=message):
             build_user_model(factory)
+    with pytest.raises(ConfigError, match=r"tests_pkg.module:factory gives 3 logits but the data has 4 classes; "
+                                          r"pass --set model.kwargs.num_classes=4"):
+        api.train("tests_pkg.module:factory", "tests_pkg.module:data", settings={"model.kwargs.num_classes": 3},
+                  device="cpu", quiet=True)
+    with pytest.raises(ConfigError, match=r"torchvision.models:resnet18 fails on the data's inputs of shape "
+                                          r"\(2, 1, 8, 8\) \(RuntimeError: .*3 channels"):
+        api.train("torchvision.models:resnet18", "tests_pkg.module:data", device="cpu", quiet=True)
     with pytest.raises(ConfigError, match="pass its arguments as --set model.kwargs"):
         build_user_model("tests_pkg.module:factory", {"depth": 3})
     with pytest.raises(ConfigError, match="model.factory: 'no colon' is not of the form package.module:factory"):

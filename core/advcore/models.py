@@ -257,6 +257,30 @@ def build_user_model(factory: str, kwargs: dict | None = None) -> nn.Module:
     return model
 
 
+def check_user_model(model: nn.Module, x: torch.Tensor, num_classes: int, source: str) -> None:
+    """One-line errors, before training, for a model that cannot take the data's inputs or classes."""
+    from .errors import ConfigError
+
+    was_training = model.training
+    model.eval()  # no BatchNorm statistics move
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's forward
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"model.factory: {source} fails on the data's inputs of shape {tuple(x.shape)} "
+                          f"({type(exc).__name__}: {first}); build it for these images") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"model.factory: {source} returns {shape} for {x.shape[0]} inputs; it must return "
+                          f"logits [B, classes]")
+    if out.shape[1] < num_classes:
+        raise ConfigError(f"model.factory: {source} gives {out.shape[1]} logits but the data has {num_classes} "
+                          f"classes; pass --set model.kwargs.num_classes={num_classes} (or its own option)")
+
+
 def require_features_head(model: nn.Module, plugin: str) -> None:
     """One-line error unless ``model`` offers ``features(x)`` and an ``nn.Linear`` ``head``."""
     from .errors import PluginError
