@@ -115,7 +115,7 @@ def test_plain_state_dicts_evaluate_like_the_checkpoint(runs, tmp_path):
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     save_file(weights, str(tmp_path / "model.safetensors"))
     torch.save({"model_state_dict": weights}, tmp_path / "model.pt")
-    expected = json.loads(cli("eval", robust, "-a", "pgd-5", "--n", "64", "--json").stdout)
+    expected = json.loads(cli("eval", robust, "--checkpoint", "last", "-a", "pgd-5", "--n", "64", "--json").stdout)
     for name in ("model.safetensors", "model.pt"):
         result = cli("eval", tmp_path / name, "--arch", "small-cnn", "--dataset", "digits", "--width", "8",
                      "-a", "pgd-5", "--n", "64", "--json")

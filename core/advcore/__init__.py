@@ -40,6 +40,8 @@ __all__ = sorted([*_EXPORTS, "__version__"])
 
 
 def __getattr__(name: str) -> Any:
+    if name == "api":  # the Python API (docs/python-api.md): advcore.api.train/evaluate/attack
+        return importlib.import_module(f"{__name__}.api")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'advcore' has no attribute {name!r}")

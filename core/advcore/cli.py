@@ -36,7 +36,8 @@ def train(
     set_: Optional[List[str]] = SetOpt,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run directory (metrics, checkpoints)"),
     epochs: Optional[int] = typer.Option(None, help="number of epochs"),
-    dataset: Optional[str] = typer.Option(None, help="digits, fashion-mnist, mnist, cifar10, cifar100, svhn, folder"),
+    dataset: Optional[str] = typer.Option(None, help="digits, fashion-mnist, mnist, cifar10, cifar100, svhn, folder, "
+                                                      "or package.module:factory (called with train=True/False)"),
     data_dir: Optional[str] = typer.Option(None, help="folder with the dataset files"),
     subset: Optional[str] = typer.Option(None, help="N (first N, class-balanced) or easiest:N, hardest:N, random:N"),
     seed: Optional[int] = typer.Option(None, help="random seed"),
@@ -48,6 +49,8 @@ def train(
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="start from a paper recipe (advcore recipes); "
                                                                         "other flags override it"),
     twin: bool = typer.Option(False, "--twin", help="with --recipe: its scaled-down Fashion-MNIST twin"),
+    model: Optional[str] = typer.Option(None, "--model", help="your nn.Module: package.module:factory "
+                                                                "(options: --set model.kwargs.NAME=VALUE)"),
 ) -> None:
     """Train a model with the given plugins; prints clean and robust accuracy per epoch."""
     from .trainer import train as run_training
@@ -57,7 +60,8 @@ def train(
     chosen = _recipe(recipe) if recipe else None
     cfg = _config(plugin, config, set_, base=chosen.run_config(twin, epochs) if chosen else None, epochs=epochs, seed=seed,
                   device=device, init_from=init_from,
-                  **{"data.dataset": dataset, "data.data_dir": data_dir, "data.subset": subset})
+                  **{"data.dataset": dataset, "data.data_dir": data_dir, "data.subset": subset,
+                     "model.factory": model})
     if resume and out is None:
         raise AdvcoreError("--resume needs --out DIR, the run directory to continue")
     history = run_training(cfg, out, resume=resume, fallback=fallback, tensorboard=tensorboard,
@@ -128,6 +132,16 @@ NormOpt = typer.Option(None, "--norm", help="threat model: Linf or L2 (default: 
 EpsOpt = typer.Option(None, "--eps", help="budget, e.g. 0.1 or 8/255 (default: the run's, else the dataset's)")
 
 
+def _model_kwargs(sets: Optional[List[str]]) -> dict:
+    """``--set model.kwargs.NAME=VALUE`` strings as the factory's keyword arguments."""
+    from .config import apply_overrides
+
+    bad = [item for item in sets or [] if not item.startswith("model.kwargs.")]
+    if bad:
+        raise AdvcoreError(f"--set {bad[0]!r}: with --model only model.kwargs.NAME=VALUE can be set")
+    return apply_overrides({}, list(sets or [])).get("model", {}).get("kwargs", {})
+
+
 def _eps(text: Optional[str]) -> Optional[float]:
     from .sweeps import parse_values
 
@@ -136,7 +150,8 @@ def _eps(text: Optional[str]) -> Optional[float]:
 
 @app.command("eval")
 def eval_(
-    checkpoint: Path = typer.Argument(..., help="run directory, checkpoint .json, or state dict (.safetensors/.pt)"),
+    checkpoint: Optional[Path] = typer.Argument(None, help="run directory, checkpoint .json, or state dict "
+                                                           "(.safetensors/.pt)"),
     attack: Optional[List[str]] = typer.Option(
         None, "--attack", "-a", help="pgd, pgd-K, cw, mim, fgsm, square, square-Q, autoattack (repeatable; "
                                      "default: pgd and autoattack)"),
@@ -165,15 +180,27 @@ def eval_(
                                                                   "AutoAttack resume state; default: RUN/eval)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
     markdown: bool = typer.Option(False, "--markdown", help="print a Markdown table"),
+    which: str = typer.Option("best", "--checkpoint", help="of a run directory: best (held-out PGD) or last"),
+    model: Optional[str] = typer.Option(None, "--model", help="your nn.Module: package.module:factory (with "
+                                                                "--weights and --dataset)"),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="state dict (.safetensors/.pt) for --model"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", "-s", help="model.kwargs.NAME=VALUE for --model"),
 ) -> None:
-    """Clean accuracy and accuracy under attacks for a checkpoint or a state dict file."""
+    """Clean accuracy and accuracy under attacks for a checkpoint, a state dict file or your own model."""
     from .evaluate import evaluate_checkpoint, format_result, markdown_table
 
+    if model is None and (weights is not None or set_):
+        raise AdvcoreError("--weights and --set need --model package.module:factory (the module to load them into)")
+    if model is not None and checkpoint is not None:
+        raise AdvcoreError("pass either a checkpoint or --model with --weights, not both")
+    model_kwargs = _model_kwargs(set_) if model is not None else None
     result = evaluate_checkpoint(
-        checkpoint, attacks=list(attack or ["pgd", "autoattack"]), n=n, eps=_eps(eps), norm=norm, pgd_steps=pgd_steps,
+        weights if model is not None else checkpoint, attacks=list(attack or ["pgd", "autoattack"]), n=n,
+        eps=_eps(eps), norm=norm, pgd_steps=pgd_steps,
         restarts=restarts, step_size=step_size, device=device, aa_version=aa_version, aa_attacks=aa_attack,
         square_queries=square_queries, batch_size=batch_size, ema=ema, arch=arch, dataset=dataset, data_dir=data_dir,
-        width=width, normalize=normalize, checks=checks, surrogate=surrogate, corruptions=corruptions, out=out)
+        width=width, normalize=normalize, checks=checks, surrogate=surrogate, corruptions=corruptions, out=out,
+        checkpoint=which, model=model, model_kwargs=model_kwargs)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "eval.json").write_text(json.dumps(result, indent=1))
@@ -506,6 +533,22 @@ def main() -> None:
             typer.echo("aborted", err=True)
             sys.exit(130)
         raise
+
+
+@app.command("export")
+def export(
+    run: Path = typer.Argument(..., help="run directory or checkpoint .json"),
+    out: Path = typer.Argument(..., help="the .safetensors file to write"),
+    ema: bool = typer.Option(False, "--ema", help="export the EMA weights (train with ema.decay)"),
+    which: str = typer.Option("best", "--checkpoint", help="of a run directory: best (held-out PGD) or last"),
+) -> None:
+    """Write the trained model as a plain PyTorch state dict and print how to load it."""
+    from .model_files import export_state_dict
+
+    path, lines = export_state_dict(run, out, ema=ema, checkpoint=which)
+    typer.echo(f"wrote {path} ({'EMA' if ema else 'model'} weights); load it with:")
+    for line in lines:
+        typer.echo(f"    {line}")
 
 
 if __name__ == "__main__":  # pragma: no cover

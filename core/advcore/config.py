@@ -28,7 +28,8 @@ class PluginOptions(_Section):
 
 
 class DataConfig(_Section):
-    dataset: Literal["digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "svhn", "folder"] = "digits"
+    dataset: str = Field("digits", description="digits, fashion-mnist, mnist, cifar10, cifar100, svhn, folder, or "
+                                                "package.module:factory returning a torch Dataset (docs/python-api.md)")
     data_dir: str | None = Field(None, description="folder with the dataset files")
     download: bool = Field(False, description="let torchvision download CIFAR/SVHN")
     subset: int | str | None = Field(
@@ -52,6 +53,17 @@ class DataConfig(_Section):
             raise ValueError(f"invalid value {value!r} (allowed: true, false, auto)")
         return value
 
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        from .factories import is_factory
+
+        names = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "svhn", "folder")
+        if value not in names and not is_factory(value):
+            raise ValueError(f"invalid value {value!r} (allowed: {', '.join(map(repr, names))}, "
+                             f"or package.module:factory)")
+        return value
+
     @field_validator("subset", mode="before")
     @classmethod
     def _subset_spec(cls, value: Any) -> int | str | None:
@@ -64,6 +76,24 @@ class ModelConfig(_Section):
     arch: str = Field("auto", description="small-cnn, resnet18, preact-resnet18, wrn-28-10, wrn-34-10 or auto")
     width: int | None = Field(None, ge=1, description="width of small-cnn")
     normalize: bool = Field(False, description="normalise inputs with the dataset mean/std inside the model")
+    factory: str | None = Field(None, description="package.module:factory building your own nn.Module (replaces arch)")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of model.factory")
+
+    @field_validator("factory")
+    @classmethod
+    def _factory_form(cls, value: str | None) -> str | None:
+        from .factories import is_factory
+
+        if value is not None and not is_factory(value):
+            raise ValueError(f"{value!r} is not of the form package.module:factory")
+        return value
+
+    @model_validator(mode="after")
+    def _factory_replaces_arch(self) -> "ModelConfig":
+        if self.factory and (self.arch != "auto" or self.width is not None or self.normalize):
+            raise ValueError("model.factory replaces model.arch, model.width and model.normalize; "
+                             "pass the factory's own options as model.kwargs.NAME")
+        return self
 
 
 class OptimConfig(_Section):

@@ -35,7 +35,7 @@ class Dataset:
     """One split in memory; uint8 keeps CIFAR-sized sets small, batches are converted on the fly."""
 
     images: torch.Tensor
-    """uint8 [N, C, H, W] (converted to float in [0, 1] per batch)."""
+    """uint8 [N, C, H, W] (float32 in [0, 1] for a user's dataset that is not 8-bit)."""
     labels: torch.Tensor
     """int64 [N]."""
     num_classes: int
@@ -83,6 +83,12 @@ _CACHE_DIR = "~/.cache/advcore/data"
 def load_dataset(name: str, *, data_dir: str | None = None,
                  download: bool = False) -> tuple[Dataset, Dataset, DatasetInfo]:
     """Return (train, test, info); every failure is a one-line DataError."""
+    from .factories import is_factory
+
+    if is_factory(name):
+        from .user_data import load_user_dataset
+
+        return load_user_dataset(name)
     if name not in _INFO:
         raise DataError(f"data.dataset: unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     if name == "digits":
@@ -425,7 +431,7 @@ class Loader:
         index = chunk[sel]
         images = self.dataset.images
         raw = images[index.to(images.device)].to(self.device, non_blocking=True)
-        x = raw.float().div_(255)
+        x = raw.float().div_(255) if raw.dtype == torch.uint8 else raw.float()  # user data may be float in [0, 1]
         y = self.dataset.labels[index.to(self.dataset.labels.device)].to(self.device, non_blocking=True)
         out = []
         for _ in range(self.views):  # params drawn for the whole global batch: identical across world sizes

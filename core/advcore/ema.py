@@ -12,8 +12,6 @@ every checkpoint, evaluated each epoch (``ema_clean_acc``, ``ema_robust_acc``) a
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
 __all__ = ["WeightAverage", "STASH_KEY", "ema_of", "update_ema", "ema_tensors", "load_ema"]
@@ -22,11 +20,22 @@ STASH_KEY = "advcore.ema"
 
 
 class WeightAverage:
-    """A frozen copy of the model holding the running average of its weights."""
+    """The running average of the weights, kept by ``torch.optim.swa_utils.AveragedModel``.
+
+    AveragedModel holds the copy and walks parameters and buffers (``use_buffers=True``)
+    grouped by device and dtype; the average itself is ``_average`` below, so the warm-up
+    decay applies and the numbers are those of ``avg.mul_(d).add_(w, alpha=1 - d)``. Its
+    count starts at 1 (the copy counts as the first average), so the first update already
+    blends with the initial weights, as the formula in the module docstring says.
+    """
 
     def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = True):
+        from torch.optim.swa_utils import AveragedModel
+
         self.decay, self.warmup, self.updates = float(decay), bool(warmup), 0
-        self.module = copy.deepcopy(model).eval()
+        self.averaged = AveragedModel(model, multi_avg_fn=self._average, use_buffers=True)
+        self.averaged.n_averaged.fill_(1)
+        self.module = self.averaged.module.eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
 
@@ -35,15 +44,18 @@ class WeightAverage:
             return self.decay
         return min(self.decay, (1 + self.updates) / (10 + self.updates))
 
+    def _average(self, averaged: list[torch.Tensor], current: list[torch.Tensor], _count: torch.Tensor) -> None:
+        """One dtype group; the decay comes from the host counter (no device sync per step)."""
+        if not averaged[0].dtype.is_floating_point:  # integer buffers (BatchNorm's counter) are copied
+            torch._foreach_copy_(averaged, current)
+            return
+        d = self.current_decay()
+        torch._foreach_mul_(averaged, d)
+        torch._foreach_add_(averaged, current, alpha=1 - d)
+
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        d = self.current_decay()
-        target = self.module.state_dict()
-        for key, value in model.state_dict().items():
-            if value.dtype.is_floating_point:
-                target[key].mul_(d).add_(value.detach(), alpha=1 - d)
-            else:
-                target[key].copy_(value)
+        self.averaged.update_parameters(model)
         self.updates += 1
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -53,6 +65,7 @@ class WeightAverage:
         state = dict(state)
         self.updates = int(state.pop("_updates", torch.tensor(0)).item())
         self.module.load_state_dict(state)
+        self.averaged.n_averaged.fill_(self.updates + 1)
 
 
 def ema_of(run) -> WeightAverage | None:

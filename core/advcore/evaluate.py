@@ -19,12 +19,12 @@ from . import checkpoint as ckpt
 from .config import RunConfig, validate_options
 from .data import DatasetInfo, held_out_indices, load_dataset
 from .errors import CheckpointError, ConfigError
-from .eval_attacks import attack_flags, parse_attacks
+from .eval_attacks import Attack, attack_flags, parse_attacks
 from .model_files import STATE_DICT_SUFFIXES, model_from_state_dict, read_state_dict
 from .plugins import Hooks, build_manager, resolve
 from .trainer import build_model_from_spec, info_stats, load_model_tensors, resolve_device
 
-__all__ = ["EvalTarget", "load_model", "load_target", "eval_data", "run_attacks", "evaluate_checkpoint",
+__all__ = ["EvalTarget", "load_model", "load_target", "run_checkpoint", "evaluate_model", "eval_data", "run_attacks", "evaluate_checkpoint",
            "markdown_table", "format_result", "read_result", "source_label"]
 
 
@@ -77,11 +77,37 @@ def _is_state_dict_file(path: Path) -> bool:
     return path.suffix in STATE_DICT_SUFFIXES and path.is_file()
 
 
-def load_target(path: str | Path, *, device: str = "auto", ema: bool = False, arch: str | None = None,
-                dataset: str | None = None, data_dir: str | None = None, width: int | None = None,
-                normalize: bool = False) -> EvalTarget:
-    """An advcore checkpoint, or a state dict file (``.safetensors``/``.pt``) with ``arch`` and ``dataset``."""
+def run_checkpoint(path: str | Path, tag: str = "best") -> Path:
+    """A run directory's ``best`` (default) or ``last`` checkpoint; other paths pass unchanged."""
     path = Path(path)
+    if tag not in ("best", "last"):
+        raise ConfigError(f"--checkpoint: invalid value {tag!r} (allowed: best, last)")
+    if not path.is_dir():
+        return path
+    manifest = path / "checkpoints" / f"{tag}.json"
+    if tag == "best" and not manifest.exists() and (path / "checkpoints" / "last.json").exists():
+        raise CheckpointError(f"{path} has no best checkpoint yet (no epoch was evaluated); "
+                              f"pass --checkpoint last")
+    return path / "checkpoints" / tag
+
+
+def load_target(path: str | Path | None, *, device: str = "auto", ema: bool = False, arch: str | None = None,
+                dataset: str | None = None, data_dir: str | None = None, width: int | None = None,
+                normalize: bool = False, checkpoint: str = "last", model: str | None = None,
+                model_kwargs: dict | None = None) -> EvalTarget:
+    """An advcore checkpoint (a run directory means its ``checkpoint``: last here, best in
+    ``evaluate_checkpoint`` and ``advcore eval``), or a state
+    dict file (``.safetensors``/``.pt``) with ``arch`` or ``model`` (package.module:factory) and ``dataset``.
+
+    The model comes back in eval mode on ``device``.
+    """
+    if model is not None:
+        if ema:
+            raise ConfigError("--ema needs an advcore checkpoint (run directory or .json); --weights holds one set")
+        return _factory_target(model, model_kwargs, path, device=device, dataset=dataset, data_dir=data_dir)
+    if path is None:
+        raise ConfigError("nothing to evaluate: pass a run directory, a checkpoint or --model with --weights")
+    path = run_checkpoint(path, checkpoint)
     if not _is_state_dict_file(path):
         model, config, _ = load_model(path, device, ema=ema)
         manifest_path = ckpt.checkpoint_paths(path)
@@ -101,13 +127,37 @@ def load_target(path: str | Path, *, device: str = "auto", ema: bool = False, ar
     return EvalTarget(model.to(resolve_device(device)).eval(), dataset, data_dir, 0, None, str(path))
 
 
+def _factory_target(factory: str, kwargs: dict | None, weights: str | Path | None, *, device: str,
+                    dataset: str | None, data_dir: str | None) -> EvalTarget:
+    """``--model package.module:factory --weights FILE``: the user's module with a plain state dict."""
+    from .models import build_user_model
+
+    if not dataset:
+        raise ConfigError(f"--model {factory} needs --dataset (a dataset name or package.module:factory) "
+                          f"to find its test data")
+    net = build_user_model(factory, kwargs)
+    source = factory
+    if weights is not None:
+        state = read_state_dict(weights)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            detail = lines[1] if len(lines) > 1 else lines[0] if lines else "keys differ"
+            raise CheckpointError(f"{weights} does not fit {factory} ({detail}); pass the factory "
+                                  f"(and --set model.kwargs) it was trained with") from None
+        source = str(weights)
+    return EvalTarget(net.to(resolve_device(device)).eval(), dataset, data_dir, 0, None, source)
+
+
 def eval_data(dataset: str, data_dir: str | None, n: int | None, seed: int
               ) -> tuple[torch.Tensor, torch.Tensor, DatasetInfo]:
     """A fixed random subset of the test split (the one training evaluated on, for the same seed)."""
     _, test, info = load_dataset(dataset, data_dir=data_dir)
     n = len(test) if n is None else min(n, len(test))
     idx = held_out_indices(len(test), n, seed)
-    return test.images[idx].float() / 255, test.labels[idx], info
+    images = test.images[idx]
+    return (images.float() / 255 if images.dtype == torch.uint8 else images.float()), test.labels[idx], info
 
 
 def run_attacks(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, attacks: Iterable[str],
@@ -128,39 +178,66 @@ def run_attacks(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps
     return results
 
 
-def evaluate_checkpoint(path: str | Path, *, attacks: Iterable[str], n: int | None = None, eps: float | None = None,
-                        norm: str | None = None, pgd_steps: int = 20, restarts: int = 1, step_size: float | None = None,
-                        device: str = "auto", aa_version: str = "standard", aa_attacks: Iterable[str] | None = None,
-                        square_queries: int = 5000, batch_size: int = 256, ema: bool = False,
-                        arch: str | None = None, dataset: str | None = None, data_dir: str | None = None,
-                        width: int | None = None, normalize: bool = False, checks: bool = False,
-                        surrogate: str | Path | None = None, corruptions: str | Path | None = None,
-                        out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+def evaluate_checkpoint(path: str | Path | None, *, attacks: Iterable[str], n: int | None = None,
+                        eps: float | None = None, norm: str | None = None, pgd_steps: int = 20, restarts: int = 1,
+                        step_size: float | None = None, device: str = "auto", aa_version: str = "standard",
+                        aa_attacks: Iterable[str] | None = None, square_queries: int = 5000, batch_size: int = 256,
+                        ema: bool = False, arch: str | None = None, dataset: str | None = None,
+                        data_dir: str | None = None, width: int | None = None, normalize: bool = False,
+                        checks: bool = False, surrogate: str | Path | None = None,
+                        corruptions: str | Path | None = None, out: str | Path | None = None, progress: bool = True,
+                        checkpoint: str = "best", model: str | None = None,
+                        model_kwargs: dict | None = None) -> dict[str, Any]:
     """Everything ``advcore eval`` prints, as one dict; ``norm=None`` is the run's threat model (else Linf)."""
     loading = dict(device=device, arch=arch, dataset=dataset, data_dir=data_dir, width=width, normalize=normalize)
-    target = load_target(path, ema=ema, **loading)
-    norm = target.threat_model(norm)
+    target = load_target(path, ema=ema, checkpoint=checkpoint, model=model, model_kwargs=model_kwargs, **loading)
     x, y, info = eval_data(target.dataset, target.data_dir, n, target.seed)
-    eps = eps if eps is not None else (target.eps or info.default_eps)
     state_dir = Path(out) if out else (target.run_dir / "eval" if target.run_dir else None)
-    result: dict[str, Any] = {"checkpoint": str(path), "weights": "ema" if ema else "model", "dataset": target.dataset,
-                              "n": int(y.shape[0]), "eps": eps, "norm": norm}
-    result.update(run_attacks(target.model, x, y, eps=eps, attacks=attacks, norm=norm, pgd_steps=pgd_steps,
-                              restarts=restarts, step_size=step_size, batch_size=batch_size, aa_version=aa_version,
-                              aa_attacks=aa_attacks, square_queries=square_queries, seed=target.seed,
-                              state_dir=state_dir, progress=progress))
+    surrogate_model = load_target(surrogate, **loading).model if (checks and surrogate) else None
+    label = str(path) if path is not None else target.source
+    result: dict[str, Any] = {"checkpoint": label, "weights": "ema" if ema else "model"}
+    if path is not None and Path(path).is_dir():
+        result["checkpoint_tag"] = checkpoint
+    result.update(evaluate_model(
+        target.model, x, y, attacks=attacks, dataset=target.dataset,
+        eps=eps if eps is not None else (target.eps or info.default_eps), norm=target.threat_model(norm),
+        pgd_steps=pgd_steps, restarts=restarts, step_size=step_size, aa_version=aa_version, aa_attacks=aa_attacks,
+        square_queries=square_queries, batch_size=batch_size, seed=target.seed, checks=checks,
+        surrogate=surrogate_model, corruptions=corruptions, n=n, state_dir=state_dir, progress=progress))
+    return result
+
+
+def evaluate_model(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, attacks: Iterable[str], eps: float,
+                   dataset: str = "tensors", norm: str = "Linf", pgd_steps: int = 20, restarts: int = 1,
+                   step_size: float | None = None, aa_version: str = "standard",
+                   aa_attacks: Iterable[str] | None = None, square_queries: int = 5000, batch_size: int = 256,
+                   seed: int = 0, checks: bool = False, surrogate: torch.nn.Module | None = None,
+                   corruptions: str | Path | None = None, n: int | None = None, state_dir=None,
+                   progress: bool = True) -> dict[str, Any]:
+    """The report of ``advcore eval`` for any model on (x, y): the masking checks reuse its PGD result."""
+    result: dict[str, Any] = {"dataset": dataset, "n": int(y.shape[0]), "eps": eps, "norm": norm}
+    specs = parse_attacks(attacks, pgd_steps=pgd_steps, restarts=restarts, square_queries=square_queries,
+                          aa_version=aa_version, aa_attacks=aa_attacks)
+    clean, flags, details = attack_flags(model, x, y, specs, eps=eps, norm=norm, step_size=step_size,
+                                         batch_size=batch_size, seed=seed, state_dir=state_dir, progress=progress)
+    result["clean_acc"] = clean.float().mean().item()
+    result.update({key: f.float().mean().item() for key, f in flags.items()})
+    if len(flags) > 1:
+        result["worst_case_acc"] = torch.stack(list(flags.values())).all(0).float().mean().item()
+    result.update(details)
     if checks:
         from .eval_checks import gradient_masking_checks, summarize_checks
 
-        surrogate_model = load_target(surrogate, **loading).model if surrogate else None
-        found = gradient_masking_checks(target.model, x, y, eps=eps, norm=norm, steps=pgd_steps,
-                                        step_size=step_size, surrogate=surrogate_model, batch_size=batch_size,
-                                        seed=target.seed, progress=progress)
+        same = Attack("pgd", steps=pgd_steps, restarts=1)  # the report's PGD-k is the checks' baseline
+        known = {(eps, pgd_steps, 1): flags[same.key].float().mean().item()} if same.key in flags else {}
+        found = gradient_masking_checks(model, x, y, eps=eps, norm=norm, steps=pgd_steps, step_size=step_size,
+                                        surrogate=surrogate, batch_size=batch_size, seed=seed, progress=progress,
+                                        known=known)
         result["checks"] = summarize_checks(found)
     if corruptions:
         from .corruptions import evaluate_corruptions
 
-        result["corruptions"] = evaluate_corruptions(target.model, corruptions, n=n, batch_size=batch_size,
+        result["corruptions"] = evaluate_corruptions(model, corruptions, n=n, batch_size=batch_size,
                                                      progress=progress)
     return result
 

@@ -3,6 +3,12 @@
 Plugins reach the penultimate features and the classifier through these two names, so every
 architecture exposes them. Inputs are in [0, 1]; optional per-channel normalisation lives inside
 the model so attacks always work in pixel space.
+
+The model protocol (any ``nn.Module``, e.g. from ``model.factory``): ``model(x)`` maps inputs
+in [0, 1] of shape [B, C, H, W] to logits [B, K]; that is all training, evaluation and most
+plugins need. Plugins that swap the classifier (HE) or read the penultimate features also
+need ``features(x)`` -> [B, D] and ``head``, an ``nn.Linear(D, K)``, with
+``model(x) == head(features(x))``; ``require_features_head`` says in one line what is missing.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["MODELS", "build_model", "Classifier", "SmallCNN", "ResNet18", "PreActResNet18", "WideResNet"]
+__all__ = ["MODELS", "build_model", "build_user_model", "require_features_head", "Classifier", "SmallCNN", "ResNet18", "PreActResNet18", "WideResNet"]
 
 
 class Classifier(nn.Module):
@@ -233,3 +239,59 @@ def build_model(name: str, *, num_classes: int, in_channels: int, image_size: in
     if bad:
         raise ValueError(f"model {name!r} has no option {bad[0]!r}; allowed: {', '.join(allowed)}")
     return factory(num_classes, in_channels, image_size, **kwargs)
+
+
+def build_user_model(factory: str, kwargs: dict | None = None) -> nn.Module:
+    """Call a ``package.module:factory`` (with ``model.kwargs``); it must return an nn.Module."""
+    from .errors import ConfigError
+    from .factories import load_factory
+
+    fn = load_factory(factory, "model.factory")
+    try:
+        model = fn(**(kwargs or {}))
+    except TypeError as exc:
+        raise ConfigError(f"model.factory: {factory}(**{kwargs or {}}) failed ({exc}); "
+                          f"pass its arguments as --set model.kwargs.NAME=VALUE") from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model.factory: {factory} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def check_user_model(model: nn.Module, x: torch.Tensor, num_classes: int, source: str) -> None:
+    """One-line errors, before training, for a model that cannot take the data's inputs or classes."""
+    from .errors import ConfigError
+
+    was_training = model.training
+    model.eval()  # no BatchNorm statistics move
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's forward
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"model.factory: {source} fails on the data's inputs of shape {tuple(x.shape)} "
+                          f"({type(exc).__name__}: {first}); build it for these images") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"model.factory: {source} returns {shape} for {x.shape[0]} inputs; it must return "
+                          f"logits [B, classes]")
+    if out.shape[1] < num_classes:
+        raise ConfigError(f"model.factory: {source} gives {out.shape[1]} logits but the data has {num_classes} "
+                          f"classes; pass --set model.kwargs.num_classes={num_classes} (or its own option)")
+
+
+def require_features_head(model: nn.Module, plugin: str) -> None:
+    """One-line error unless ``model`` offers ``features(x)`` and an ``nn.Linear`` ``head``."""
+    from .errors import PluginError
+
+    has_features = callable(getattr(model, "features", None))
+    head = getattr(model, "head", None)
+    if has_features and isinstance(head, nn.Linear):
+        return
+    missing = [] if has_features else ["features(x)"]
+    if not isinstance(head, nn.Linear):
+        missing.append("an nn.Linear head" + ("" if head is None else f" (its head is a {type(head).__name__})"))
+    raise PluginError(f"plugin '{plugin}' needs a model with features(x) and an nn.Linear head; "
+                      f"{type(model).__name__} lacks {' and '.join(missing)}; add them (model protocol, "
+                      f"docs/python-api.md) or use an advcore model (small-cnn, resnet18, preact-resnet18, wrn)")

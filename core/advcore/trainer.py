@@ -26,7 +26,7 @@ from .data import Augment, Loader, held_out_indices, load_dataset
 from .ema import STASH_KEY as EMA_KEY, WeightAverage, ema_of, ema_tensors, load_ema, update_ema
 from .errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from .mixing import MixedLoader, training_data
-from .models import avx2_weight_gradient_hazard, build_model
+from .models import avx2_weight_gradient_hazard, build_model, build_user_model, check_user_model
 from .plugins import Hooks, Installed, build_manager, resolve
 from .run import Run, Services
 from .speed import place_dataset, step_models
@@ -61,7 +61,10 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def model_spec(config: RunConfig, info) -> dict[str, Any]:
-    """What is needed to rebuild the architecture from a manifest."""
+    """What is needed to rebuild the architecture from a manifest (a user model: its factory and kwargs)."""
+    if config.model.factory:
+        return {"factory": config.model.factory, "kwargs": dict(config.model.kwargs), "num_classes": info.num_classes,
+                "in_channels": info.channels, "image_size": info.size}
     arch = config.model.arch
     if arch == "auto":
         arch = "small-cnn" if info.size <= 28 else "preact-resnet18"
@@ -81,6 +84,8 @@ def info_stats(info) -> tuple[list[float], list[float]]:
 
 
 def build_model_from_spec(spec: dict[str, Any]) -> torch.nn.Module:
+    if spec.get("factory"):
+        return build_user_model(spec["factory"], spec.get("kwargs"))
     try:
         return build_model(spec["arch"], num_classes=spec["num_classes"], in_channels=spec["in_channels"],
                            image_size=spec["image_size"], **spec.get("kwargs", {}))
@@ -149,6 +154,10 @@ def build_run(config: RunConfig, out: str | Path | None, *, rank: int = 0, world
     train_set, indices, extra_indices = training_data(config, train_set, info)  # data.subset / data.extra
     train_set = place_dataset(train_set, device, config.data.on_device)  # once per run, not per batch
     model = build_model_from_spec(model_spec(config, info)).to(device)
+    if config.model.factory:  # a user's module: one line now rather than a traceback in the first step
+        first = train_set.images[:2].to(device)
+        check_user_model(model, first.float() / 255 if first.dtype == torch.uint8 else first.float(), info.num_classes,
+                         config.model.factory)
     eps = config.attack.eps if config.attack.eps is not None else info.default_eps
     step_size = config.attack.step_size if config.attack.step_size is not None else eps / 4
     run = Run(config=config, out=Path(out) if out else None, device=device, plugins=plugins, hooks=hooks,
@@ -427,11 +436,11 @@ def _rescale_progress(run: Run, manifest: dict, path) -> int:
 
 
 def _progress(iterable, total: int, desc: str):
-    if os.environ.get("ADVCORE_PROGRESS", "auto") == "0" or not sys.stderr.isatty():
-        return iterable
-    from tqdm import tqdm
+    """The training bar: the one progress helper of evaluation (tqdm with its ETA on a terminal;
+    ADVCORE_PROGRESS=0 turns it off, =1 on)."""
+    from .eval_attacks import progress_bar
 
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+    return progress_bar(iterable, total, desc)
 
 
 def prepare_out(config: RunConfig, out: Path | None, resume: bool) -> None:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from advcore import PluginInfo, PluginOptions, hookimpl
-from advcore.errors import PluginError
+from advcore.models import require_features_head
 
 from .head import HypersphereHead
 
@@ -54,13 +54,8 @@ def advcore_plugin_info():
 @hookimpl
 def advcore_configure_model(run, model):
     """Swap ``model.head`` for the hypersphere head; works with evaluation's light context."""
-    head = getattr(model, "head", None)
-    if not isinstance(head, nn.Linear) or not callable(getattr(model, "features", None)):
-        found = type(head).__name__ if head is not None else "no head"
-        raise PluginError(
-            f"plugin 'he' needs a model with features() and an nn.Linear head; {type(model).__name__} has "
-            f"{found}; use an advcore model (small-cnn, resnet18, preact-resnet18, wrn)"
-        )
+    require_features_head(model, NAME)  # the model protocol of advcore.models
+    head = model.head
     o = run.options[NAME]
     model.head = HypersphereHead.from_linear(head, s=o.s, variant=o.variant, feature_norm=o.feature_norm,
                                              weight_norm=o.weight_norm)
