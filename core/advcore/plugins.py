@@ -35,6 +35,7 @@ class PluginInfo:
     plugins claiming one role is an error naming both. ``default_for``: roles it fills
     when no enabled plugin claims them. ``options``: a pydantic model (extra="forbid").
     ``requires``: other plugins this one needs enabled alongside it.
+    ``chance_hint``: the likely cause (and remedy) when a run sits at chance, printed by the trainer's warning.
     """
 
     summary: str = ""
@@ -42,6 +43,7 @@ class PluginInfo:
     default_for: tuple[str, ...] = ()
     options: type[BaseModel] | None = None
     requires: tuple[str, ...] = ()
+    chance_hint: str = ""
 
 
 @dataclass
