@@ -42,6 +42,9 @@ def test_a_loss_at_ln_k_warns_and_names_the_awp_remedy():
     assert line.startswith(f"advcore: warning: epoch 3 train loss {math.log(k) + 0.005:.4f} sat at ln({k})")
     assert "options.awp.gamma" in line and "options.awp.warmup=2" in line and "\n" not in line
     assert chance_warning(run, {"epoch": 3, "train_loss": 0.9 * math.log(k)}) is None  # learning
+    # passing through ln K on the way down (gamma 0.002, epoch 2: 46.8% clean) is not a stall
+    assert chance_warning(run, {"epoch": 2, "train_loss": math.log(k), "clean_acc": 0.468}) is None
+    assert chance_warning(run, {"epoch": 5, "train_loss": math.log(k), "clean_acc": 0.195}) is not None
 
 
 def test_a_zero_loss_at_chance_accuracy_warns_without_a_hint_when_no_plugin_declares_one():

@@ -481,7 +481,7 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
 
 
 def chance_warning(run: Run, metrics: dict[str, Any]) -> str | None:
-    """One line when an epoch's train loss sat at ln(K) (a constant prediction) or at 0 with chance accuracy.
+    """One line when an epoch's train loss sat at ln(K) (a constant prediction) or at 0, at chance accuracy.
 
     Either means the weights or the targets degenerated; plugins that know a likely cause
     say so through ``PluginInfo.chance_hint``.
@@ -489,7 +489,8 @@ def chance_warning(run: Run, metrics: dict[str, Any]) -> str | None:
     k, loss = run.info.num_classes, metrics.get("train_loss")
     if loss is None or k < 2:
         return None
-    at_chance = abs(loss - math.log(k)) <= 0.01 * math.log(k)
+    near_chance_acc = metrics.get("clean_acc", 0.0) <= 2.5 / k  # a run passing through ln K while learning is fine
+    at_chance = abs(loss - math.log(k)) <= 0.01 * math.log(k) and near_chance_acc
     degenerate = loss < 1e-4 and metrics.get("clean_acc", 1.0) <= 1.5 / k
     if not (at_chance or degenerate):
         return None
