@@ -167,7 +167,7 @@ def build_run(config: RunConfig, out: str | Path | None, *, rank: int = 0, world
     if config.ema.decay is not None:
         run.stash[EMA_KEY] = WeightAverage(model, config.ema.decay, config.ema.warmup)
     run.views = hooks.data_views(run)
-    augment = Augment(info.augment_crop_padding, info.flip) if config.data.augment else None
+    augment = Augment(info.augment_crop_padding, info.flip, config.data.pad_fill) if config.data.augment else None
     mixed = {} if extra_indices is None else {"extra_indices": extra_indices}  # half of each batch extra
     loader = (MixedLoader if mixed else Loader)(
         train_set, batch_size=config.data.batch_size, seed=config.seed, augment=augment, device=device,
