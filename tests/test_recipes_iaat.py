@@ -46,8 +46,8 @@ IAAT_OPTIONS = [
     ("options.iaat.beta", 0.1, "Exponential averaging factor β 0.1 0.1"),
     # the warm-up radius defaults to the run's eps: Table 10's eps_w = 8
     ("attack.eps", "8/255", "E used in warmup (Ew) 8 8"),
-    # Alg. 1 lines 9-11: clean-misclassified samples (S-) contribute the loss on the clean input
-    ("options.iaat.misclassified", "clean", "S- = {i|f(xi) is incorrectly classified as yi}"),
+    # misclassified samples: the recipes take the authors' code's form (tests/test_recipes_code_forms.py);
+    # Alg. 1's clean-input rule is the option misclassified=clean
 ]
 TABLE1 = {  # Natural, PGD-10 (5 restarts), PGD-100 (5 restarts), PGD-1000 (2 restarts)
     "iaat/cifar10-pgd-at-resnet18": "Adversarial 83.20 43.79 42.30 42.36",
