@@ -36,8 +36,10 @@ FORMS = [
     ("hat/*", "awp", "options.awp.warmup", 9, 502, "warm-up 10 epochs** (epochs counted from 1)"),
     # HE (ShawnXYang/AT_HE)
     ("he/*", None, "mode", "eval", 55, "| HE `CIFAR-10/losses.py` | eval |"),
-    ("he/*", "he", "options.he.s", 15.0, 202, "`--s 15.0`"),
-    ("he/*", "he", "options.he.m", 0.2, 202, "`--m 0.2`"),
+    ("he/cifar10-*", "he", "options.he.s", 15.0, 202, "`--s 15.0`"),
+    ("he/cifar10-*", "he", "options.he.m", 0.2, 202, "`--m 0.2`"),
+    ("he/imagenet-*", "he", "options.he.s", 10.0, 207, "ImageNet (FreeAT, m = 4 replays): s = 10, m = 0.2"),
+    ("he/imagenet-*", "free", "options.free.replays", 4, 207, "ImageNet (FreeAT, m = 4 replays)"),
     # IAAT (yogeshbalaji/Instance_Adaptive_Adversarial_Training)
     ("iaat/*", None, "mode", "train", 56, "**train** (`# self.model.eval()` is commented out, L99)"),
     ("iaat/*", "iaat", "options.iaat.misclassified", "code", 267, "**Code ≠ paper for misclassified samples"),
