@@ -22,6 +22,7 @@ from recipe_quotes import PAPERS, normalized, same
 NOTES = PAPERS / "reference-notes.md"
 RECIPES = all_recipes()
 
+LINE_PRE = 407  # 10.1 step 6
 # (recipe glob, plugin the recipe must use or None, key, code's value, notes line, snippet of that line)
 FORMS = [
     # HAT (imrahulr/hat)
@@ -68,6 +69,8 @@ FORMS = [
     ("hard-instances/cifar10-atta*", "adaptive-targets", "options.adaptive-targets.rho", 0.9, 433, "--rho 0.9"),
     ("hard-instances/cifar10-atta*", "adaptive-targets", "options.adaptive-targets.beta", 0.1, 433, "--beta 0.1"),
     ("hard-instances/cifar10-atta*", "reweight", "options.reweight.warmup", 5, 435, "--warmup_rw 5"),
+    ("hard-instances/cifar10-atta*", "adaptive-targets", "options.adaptive-targets.source", "attack_start", LINE_PRE,
+     "the output at the **cached, pre-update** perturbation"),
 ]
 # Recipes whose paper's code the notes do not describe (so no code form can be checked), and why.
 NO_CODE_FORM = {

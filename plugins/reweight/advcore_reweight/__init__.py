@@ -23,6 +23,7 @@ from pydantic import Field
 from advcore import PluginInfo, PluginOptions, hookimpl
 
 NAME = "reweight"
+CONFORMANCE_OPTIONS = {"warmup": 0}  # the kit's short runs then reach the weighting
 
 
 class Options(PluginOptions):
