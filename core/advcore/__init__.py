@@ -31,6 +31,7 @@ _EXPORTS = {
     "Batch": "data",
     "Dataset": "data",
     "DatasetInfo": "data",
+    "require_features_head": "models",
     "compose_loss": "core_plugin",
     "reduce_terms": "core_plugin",
 }

@@ -39,6 +39,8 @@ class DataConfig(_Section):
     batch_size: int = Field(128, ge=1)
     eval_batch_size: int = Field(256, ge=1)
     augment: bool = Field(True, description="random crop with padding and horizontal flip")
+    pad_fill: Annotated[float, Field(ge=0, le=1)] | Literal["reflect"] = Field(
+        0.0, description="crop border: a constant in [0, 1] (0 RAAT/HAT code, 0.5 ATTA/004 code) or reflect (AWP code)")
     extra: str | None = Field(None, description=".npz with images and pseudo-labels mixed into each batch")
     on_device: bool | Literal["auto"] = Field(
         "auto", description="keep the uint8 training set on the device (crop/flip run there too); "

@@ -316,10 +316,15 @@ def held_out_indices(n_total: int, n: int, seed: int) -> torch.Tensor:
 
 
 class Augment:
-    """Random crop from a padded frame plus horizontal flip, with parameters returned so it can be inverted."""
+    """Random crop from a padded frame plus horizontal flip, with parameters returned so it can be inverted.
 
-    def __init__(self, padding: int, flip: bool, fill: float = 0.0):
-        self.padding, self.flip, self.fill = int(padding), bool(flip), float(fill)
+    ``fill`` is the border: a constant (0 as torchvision and the RAAT code; 0.5 grey as the ATTA
+    and hard-instances CIFAR code) or "reflect" (the AWP / Rice et al. code). Reproductions differ by it.
+    """
+
+    def __init__(self, padding: int, flip: bool, fill: float | str = 0.0):
+        self.padding, self.flip = int(padding), bool(flip)
+        self.fill = fill if fill == "reflect" else float(fill)
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         crop = torch.randint(0, 2 * self.padding + 1, (n, 2), generator=generator) if self.padding else None
@@ -328,7 +333,11 @@ class Augment:
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         p = self.padding
-        return F.pad(x, (p, p, p, p), value=self.fill) if p else x
+        if not p:
+            return x
+        if self.fill == "reflect":
+            return F.pad(x, (p, p, p, p), mode="reflect")
+        return F.pad(x, (p, p, p, p), value=self.fill)
 
     def _window(self, frame: torch.Tensor, crop: torch.Tensor):
         """Advanced-index tuple selecting each sample's HxW window, as [B, H, W, C]."""

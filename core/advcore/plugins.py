@@ -36,6 +36,7 @@ class PluginInfo:
     when no enabled plugin claims them. ``options``: a pydantic model (extra="forbid").
     ``requires``: other plugins this one needs enabled alongside it. ``order``: the plugin's
     place in every hook call (see ``canonical_order``).
+    ``chance_hint``: the likely cause (and remedy) when a run sits at chance, printed by the trainer's warning.
     """
 
     summary: str = ""
@@ -51,6 +52,8 @@ class PluginInfo:
     order: int = 0
     """Place in every hook call: lower runs first, equal orders run by plugin name. The command line's
     order never matters, so one combination has one answer."""
+    chance_hint: str = ""
+    """The likely cause and remedy, named by the trainer's warning when a run sits at chance."""
 
 
 @dataclass

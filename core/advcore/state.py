@@ -2,6 +2,8 @@
 
 One store per run owns every per-sample tensor: plugins create them on first use, read and
 write rows by ``step.index``, and the store saves them into checkpoints.
+Any dtype works and is checkpointed as that dtype (safetensors keeps bool, int8..int64, uint8,
+float16/bfloat16/32/64): int8 flags or int32 step counts cost 1 or 4 bytes a sample and no cast.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ class SampleState:
         self._tensors: dict[str, torch.Tensor] = {}
 
     def tensor(self, name: str, shape: tuple[int, ...] = (), dtype: torch.dtype = torch.float32,
-               fill: float = 0.0) -> torch.Tensor:
+               fill: float | int | bool = 0) -> torch.Tensor:
         """The tensor ``name``, created filled with ``fill`` the first time it is asked for."""
         existing = self._tensors.get(name)
         if existing is None:

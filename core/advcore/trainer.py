@@ -177,7 +177,7 @@ def build_run(config: RunConfig, out: str | Path | None, *, rank: int = 0, world
     if config.ema.decay is not None:
         run.stash[EMA_KEY] = WeightAverage(model, config.ema.decay, config.ema.warmup)
     run.views = hooks.data_views(run)
-    augment = Augment(info.augment_crop_padding, info.flip) if config.data.augment else None
+    augment = Augment(info.augment_crop_padding, info.flip, config.data.pad_fill) if config.data.augment else None
     mixed = {} if extra_indices is None else {"extra_indices": extra_indices}  # half of each batch extra
     loader = (MixedLoader if mixed else Loader)(
         train_set, batch_size=config.data.batch_size, seed=config.seed, augment=augment, device=device,
@@ -520,6 +520,8 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
             metrics["lr"] = run.optimizer.param_groups[0]["lr"]
             metrics["seconds"] = round(time.perf_counter() - began, 3)
             run.hooks.on_epoch_end(run, epoch, metrics)
+            if (warning := chance_warning(run, metrics)) is not None:
+                log(warning)
             history.append(metrics)
             if run.is_main() and out is not None:
                 with open(out / "metrics.jsonl", "a") as f:
@@ -541,6 +543,26 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
     run.hooks.on_run_end(run, history[-1] if history else {})
     distributed.wait_for_all()  # rank 0 may still be writing; every rank exits after it
     return history
+
+
+def chance_warning(run: Run, metrics: dict[str, Any]) -> str | None:
+    """One line when an epoch's train loss sat at ln(K) (a constant prediction) or at 0, at chance accuracy.
+
+    Either means the weights or the targets degenerated; plugins that know a likely cause
+    say so through ``PluginInfo.chance_hint``.
+    """
+    k, loss = run.info.num_classes, metrics.get("train_loss")
+    if loss is None or k < 2:
+        return None
+    near_chance_acc = metrics.get("clean_acc", 0.0) <= 2.5 / k  # a run passing through ln K while learning is fine
+    at_chance = abs(loss - math.log(k)) <= 0.01 * math.log(k) and near_chance_acc
+    degenerate = loss < 1e-4 and metrics.get("clean_acc", 1.0) <= 1.5 / k
+    if not (at_chance or degenerate):
+        return None
+    what = f"sat at ln({k}) = {math.log(k):.4f}, chance" if at_chance else "is 0 with chance accuracy"
+    hints = "; ".join(f"{p.name}: {p.info.chance_hint}" for p in run.plugins if p.info.chance_hint)
+    return (f"advcore: warning: epoch {metrics['epoch']} train loss {loss:.4f} {what}: the model or its targets "
+            f"degenerated" + (f"; likely cause: {hints}" if hints else "; check the learning rate and the plugins' options"))
 
 
 @dataclass

@@ -5,7 +5,9 @@ Every sample keeps a moving-average target in the per-sample state,
 the warm-up, and trains towards ``beta * onehot(y) + (1 - beta) * t``. During the warm-up the
 targets stay one-hot and the state is not touched. The probabilities come from the detached
 train-mode logits the loss uses anyway (no extra pass); ``source = "clean"`` averages the clean
-output instead (self-adaptive training). The attack has already run when targets are set, so it
+output instead (self-adaptive training); ``source = "attack_start"`` averages the output at the
+cached pre-step input of fast-atta, as the 004 code does (one more train-mode forward here,
+where the code reuses its attack forward). The attack has already run when targets are set, so it
 always uses the one-hot label. ``kl`` adds Sec. 6.2's lambda * KL(p(clean) || p(adv)) term, the
 clean output as an adaptive target (the paper uses lambda = 6 for fine-tuning).
 """
@@ -18,6 +20,7 @@ from pydantic import Field
 
 from advcore import PluginInfo, PluginOptions, hookimpl
 from advcore.attacks import model_mode
+from advcore.errors import PluginError
 from advcore.losses import kl_from_logits
 
 NAME = "adaptive-targets"
@@ -30,8 +33,9 @@ class Options(PluginOptions):
     rho: float = Field(0.9, ge=0, le=1, description="momentum of the moving-average target")
     beta: float = Field(0.1, ge=0, le=1, description="weight of the one-hot label in the training target (1 = one-hot)")
     warmup: int = Field(5, ge=0, description="epochs with fixed one-hot targets before the moving average starts")
-    source: Literal["adv", "clean"] = Field(
-        "adv", description="output averaged into the target: adversarial (paper) or clean (self-adaptive training)")
+    source: Literal["adv", "clean", "attack_start"] = Field(
+        "adv", description="output averaged into the target: adversarial after the step (paper Alg. 1), clean "
+                           "(self-adaptive training) or the cached pre-step input (004 code; needs fast-atta)")
     kl: float = Field(0.0, ge=0, description="weight lambda of KL(p(clean) || p(adv)) (Sec. 6.2 fine-tuning: 6)")
 
 
@@ -67,7 +71,11 @@ def advcore_adapt_targets(run, step):
         return
     k = run.info.num_classes
     if step.replay == 0:  # one update per visit; replays (Free AT) reuse it
-        name = "adv" if o.source == "adv" and "adv" in step.examples else "clean"
+        if o.source == "attack_start" and "attack_start" not in step.examples:
+            raise PluginError("adaptive-targets source=attack_start needs the fast-atta adversary (the cached "
+                              "pre-step input); add --plugin fast-atta or use source=adv")
+        name = o.source if o.source == "attack_start" else ("adv" if o.source == "adv" and "adv" in step.examples
+                                                              else "clean")
         with model_mode(step.model, "train"):  # the forward the loss reuses (step.logits caches it)
             probs = F.softmax(step.logits(name).detach().float(), dim=1)
         t = update_targets(run.state, step.index, step.y, probs, o.rho)

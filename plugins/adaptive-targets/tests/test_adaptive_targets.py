@@ -12,6 +12,7 @@ from advcore import load_config
 from advcore import SampleState
 from advcore.testing import tiny_batch, tiny_config, tiny_run
 from advcore.testing import lr_at, train, train_step
+from advcore.errors import PluginError
 from advcore_adaptive_targets import STARTED, TARGET, update_targets
 
 os.environ.setdefault("ADVCORE_PROGRESS", "0")
@@ -106,7 +107,7 @@ def test_clean_source_averages_the_clean_output_and_kl_adds_the_clean_target_ter
 def test_with_reweighting_on_a_one_step_adversary_the_loss_is_the_papers():
     """Alg. 1's loss sum_i w_i CE(f(x'_i), T_i) / sum_i w_i, here with PGD-1 as the one-step adversary."""
     run = spread_run(["pgd-at", "pgd", "reweight", "adaptive-targets"],
-                     {"adaptive-targets": {"warmup": 0}}, attack={"steps": 1})
+                     {"adaptive-targets": {"warmup": 0}, "reweight": {"warmup": 0}}, attack={"steps": 1})
     before = copy.deepcopy(run.model).train()
     step = train_step(run, tiny_batch(run, 16), 0, 0)
     with torch.no_grad():
@@ -120,7 +121,8 @@ def test_with_reweighting_on_a_one_step_adversary_the_loss_is_the_papers():
 
 def test_fast_atta_reweight_adaptive_targets_compose():
     pytest.importorskip("advcore_fast_atta")
-    run = spread_run(["fast-atta", "reweight", "adaptive-targets"], {"adaptive-targets": {"warmup": 0}})
+    run = spread_run(["fast-atta", "reweight", "adaptive-targets"],
+                     {"adaptive-targets": {"warmup": 0}, "reweight": {"warmup": 0}})
     before = copy.deepcopy(run.model).train()
     step = train_step(run, tiny_batch(run, 16), 0, 0)
     with torch.no_grad():
@@ -166,3 +168,24 @@ def test_example_config_is_the_papers_38_epoch_schedule():
     lrs = [lr_at(cfg, e + 0.5) for e in range(38)]
     assert lrs == pytest.approx([0.1] * 30 + [0.01] * 6 + [0.001] * 2)
     assert cfg.options["adaptive-targets"] == {"rho": 0.9, "beta": 0.1, "warmup": 5}
+
+
+def test_attack_start_source_averages_the_cached_pre_step_output_as_the_004_code():
+    """adv_fast.py L95-108: the target moves towards softmax(f(x + cached delta)), before the FGSM step."""
+    run = spread_run(["fast-atta", "adaptive-targets"],
+                     {"adaptive-targets": {"rho": 0.7, "beta": 0.2, "warmup": 0, "source": "attack_start"}})
+    before = copy.deepcopy(run.model).train()
+    step = train_step(run, tiny_batch(run, 16), 0, 0)
+    start, adv = step.examples["attack_start"], step.examples["adv"]
+    assert not torch.equal(start, adv)  # the step moved: the two sources differ
+    with torch.no_grad():
+        t = 0.7 * onehot(step.y) + 0.3 * F.softmax(before(start), 1)
+        t_adv = 0.7 * onehot(step.y) + 0.3 * F.softmax(before(adv), 1)
+    assert torch.allclose(run.state[TARGET][step.index], t, atol=1e-6)
+    assert not torch.allclose(t, t_adv, atol=1e-4)
+
+
+def test_attack_start_source_without_fast_atta_is_one_line():
+    run = spread_run(["pgd-at", "adaptive-targets"], {"adaptive-targets": {"warmup": 0, "source": "attack_start"}})
+    with pytest.raises(PluginError, match="source=attack_start needs the fast-atta adversary"):
+        train_step(run, tiny_batch(run, 8), 0, 0)

@@ -69,7 +69,10 @@ def shift(model: torch.nn.Module, v: dict[str, torch.Tensor], scale: float) -> N
 @hookimpl
 def advcore_plugin_info():
     return PluginInfo(summary="AWP: adversarial weight perturbation around the update of any objective",
-                      options=Options)
+                      options=Options,
+                      chance_hint="AWP's perturbation is too large for this network (gamma 0.01 stalls the small "
+                                  "BN-free digits CNN at chance); lower options.awp.gamma (<= 0.002) or set "
+                                  "options.awp.warmup=2 (docs/methods/awp.md)")
 
 
 @hookimpl(wrapper=True)

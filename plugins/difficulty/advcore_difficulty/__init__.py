@@ -19,9 +19,10 @@ NAME = "difficulty"
 
 
 class Options(PluginOptions):
-    loss: Literal["ce", "terms"] = Field(
+    loss: Literal["ce", "terms", "error01"] = Field(
         "ce", description="ce: CE of the trained-on adversarial input vs its label (Eq. 1); terms: the "
-                          "per-sample total of the objective's loss terms")
+                          "per-sample total of the objective's loss terms; error01: the 0-1 error "
+                          "[argmax != y] of that input (App. D.1, Fig. 3: correlation 0.95 with ce)")
 
 
 @hookimpl
@@ -41,10 +42,13 @@ def advcore_on_run_start(run):
 
 @hookimpl
 def advcore_observe_loss(run, step):
-    """Read the per-sample CE from the update's own training forward (no extra pass); adds no term."""
-    if run.options[NAME].loss == "ce":
+    """Read the per-sample CE (or 0-1 error) from the update's own training forward; adds no term."""
+    mode = run.options[NAME].loss
+    if mode in ("ce", "error01"):
         name = "adv" if "adv" in step.examples else "clean"
-        run.stash[NAME] = F.cross_entropy(step.logits(name).detach().float(), step.y, reduction="none")
+        logits = step.logits(name).detach().float()
+        run.stash[NAME] = (F.cross_entropy(logits, step.y, reduction="none") if mode == "ce"
+                           else (logits.argmax(dim=1) != step.y).float())
 
 
 def terms_total(step) -> torch.Tensor:
@@ -60,7 +64,7 @@ def terms_total(step) -> torch.Tensor:
 
 @hookimpl
 def advcore_after_step(run, step):
-    losses = run.stash.pop(NAME, None) if run.options[NAME].loss == "ce" else terms_total(step)
+    losses = run.stash.pop(NAME, None) if run.options[NAME].loss != "terms" else terms_total(step)
     if losses is None:
         return
     epochs = run.config.epochs

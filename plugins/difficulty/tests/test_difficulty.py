@@ -55,6 +55,21 @@ def test_the_plugin_sums_the_training_loss_per_sample_and_epoch():
     assert run.state[VISITS][:16, 1].tolist() == [2] * 16
 
 
+def test_error01_mode_counts_misclassified_visits():
+    """App. D.1: the average 0-1 error of the trained-on input as the loss behind Eq. 1."""
+    run = tiny_run(["pgd-at", "difficulty"], {"difficulty": {"loss": "error01"}}, optim=FROZEN)
+    batch = tiny_batch(run, 16)
+    step = train_step(run, batch, 0, 0)
+    with torch.no_grad():
+        wrong = (run.model(step.examples["adv"]).argmax(1) != step.y).float()
+    assert torch.equal(run.state[LOSS_SUM][:16, 0], wrong) and 0 < wrong.sum() < 16  # the test can tell
+    second = train_step(run, batch, 0, 1)
+    with torch.no_grad():
+        wrong2 = (run.model(second.examples["adv"]).argmax(1) != second.y).float()
+    assert torch.equal(run.state[LOSS_SUM][:16, 0], wrong + wrong2)
+    assert run.state[VISITS][:16, 0].tolist() == [2] * 16
+
+
 def test_terms_mode_records_each_samples_share_of_the_objective():
     run = tiny_run(["trades", "difficulty"], {"difficulty": {"loss": "terms"}, "trades": {"beta": 2.0}}, optim=FROZEN)
     step = train_step(run, tiny_batch(run, 16), 0, 0)

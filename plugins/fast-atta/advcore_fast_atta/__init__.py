@@ -6,6 +6,8 @@ and stores the result back. The cache lives in the padded augmentation frame (C,
 sample's random crop and flip select and restore the matching window. As in the code of
 paper 004: perturbations (not images) are cached, a first visit starts from U[-eps, eps]
 over the whole frame (unclipped), and the step runs in the objective's model mode.
+The pre-step input x + cached delta is left in ``step.examples["attack_start"]``: the 004 code
+takes its adaptive target from the forward at that point (reference-notes 10.6 pitfall 1).
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ def advcore_generate_adversarial(run, step, objective):
     if first_visits:
         frames[new] = fresh_frames(frames[new].shape, step.eps[new], opts.init)
     start = step.x + window.crop_of(frames)  # a first visit is not clipped (004 code)
+    step.examples["attack_start"] = start.detach()  # the cached, pre-step input (adaptive-targets source=attack_start)
     target = objective.target(step.model, step.x, step.y)
     alpha = as_budget(step_sizes(opts, step.eps), start)
     adv = start

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from advcore import PluginInfo, PluginOptions, hookimpl
-from advcore.models import require_features_head
+from advcore import require_features_head
 
 from .head import HypersphereHead
 

@@ -5,9 +5,14 @@ store. During warm-up all samples get the uniform radius eps_w; afterwards each 
 Alg. 2 (attacks at eps_i + gamma and eps_i pick up / keep / down) and smooths the pick into
 the stored radius. The base adversary then attacks with ``step.eps`` = these radii, so IAAT
 composes with any objective and adversary. Clean-misclassified samples get radius 0, i.e.
-they train on the clean input (paper Alg. 1); ``misclassified="code"`` follows the
-authors' code instead. Everything runs in the model mode ``run.attack_mode("train")``.
+they train on the clean input with ``misclassified="clean"`` (paper Alg. 1); the default
+``"code"`` follows the authors' code, which produced the paper's numbers: they keep
+(1 - beta) * their stored radius. The search runs in ``run.attack_mode("train")``, and with
+``attack_mode="train"`` (default, the code's) IAAT also sets the training attack's published
+mode to train, whatever the objective publishes; ``attack.model_mode`` still overrides both.
 """
+
+import dataclasses
 
 from typing import Literal
 
@@ -35,8 +40,10 @@ class Options(PluginOptions):
     step_ratio: float = Field(0.2, gt=0, description="per-sample PGD step max(step_ratio * eps_i, attack.step_size)")
     lower_bound: Budget = Field(0.0, ge=0, description="floor applied to the smoothed radius (App. E.2 uses 4/255)")
     misclassified: Literal["clean", "code"] = Field(
-        "clean", description="clean: misclassified samples train on x (paper Alg. 1); "
-                             "code: they keep the smoothed radius of the zeroed pick (authors' code)")
+        "code", description="code (default, authors' trainer_adaptive.py): misclassified samples keep the smoothed "
+                            "radius of the zeroed pick; clean: they train on x (paper Alg. 1)")
+    attack_mode: Literal["train", "objective"] = Field(
+        "train", description="training attack's mode: train (authors' code, L99) or the objective's published one")
     hist_bins: int = Field(10, ge=1, description="bins of the per-epoch radius histogram over [0, 2 * warm-up eps]")
     export_csv: bool = Field(True, description=f"write RUN/{CSV_NAME} (index,label,radius) at every epoch end")
 
@@ -50,6 +57,15 @@ def warmup_radius(run) -> float:
 def advcore_plugin_info():
     return PluginInfo(summary="IAAT: per-sample radii from an up/keep/down search, clean loss on misclassified",
                       options=Options)
+
+
+@hookimpl(wrapper=True)
+def advcore_attack_objective(run, step):
+    """The code attacks in train mode throughout (reference-notes 2.1, 7.1): republish the objective's mode."""
+    objective = yield
+    if objective is None or run.options[NAME].attack_mode == "objective":
+        return objective
+    return dataclasses.replace(objective, mode="train")
 
 
 @hookimpl

@@ -4,6 +4,8 @@ import csv
 
 import pytest
 import torch
+
+from advcore import Step
 import torch.nn as nn
 
 from advcore.testing import load_checkpoint
@@ -95,7 +97,8 @@ def test_warmup_uses_the_uniform_radius_and_zero_for_misclassified(misclassified
 
 
 def test_misclassified_samples_train_on_the_clean_input_and_step_size_follows_the_radius():
-    run = tiny_run(["iaat"], {"iaat": {"warmup": 1, "warmup_eps": 0.1}}, attack={"steps": 2, "step_size": 0.005})
+    run = tiny_run(["iaat"], {"iaat": {"warmup": 1, "warmup_eps": 0.1, "misclassified": "clean"}},
+                   attack={"steps": 2, "step_size": 0.005})
     step = train_step(run, tiny_batch(run, 32), 0, 0)
     correct = step.groups["iaat_correct"]
     assert correct.any() and (~correct).any()
@@ -140,3 +143,13 @@ def test_epoch_end_reports_histogram_and_writes_the_radii_csv(tmp_path):
     assert [int(r["index"]) for r in rows] == index.tolist()
     assert [int(r["label"]) for r in rows] == run.train_set.labels[index].tolist()
     assert [float(r["radius"]) for r in rows] == pytest.approx(radii, abs=1e-6)
+
+
+def test_defaults_are_the_authors_code_and_the_training_attack_runs_in_train_mode():
+    """trainer_adaptive.py: misclassified keep (1 - beta) * radius, and every attack is in train mode (L99)."""
+    run = tiny_run(["iaat"])
+    assert run.options["iaat"].misclassified == "code"
+    step = Step(run=run, model=run.model, x=None, y=None, index=None, epoch=0, batch=0, eps=None, step_size=None, steps=1)
+    assert run.hooks.attack_objective(run, step).mode == "train"  # pgd-at publishes eval
+    run = tiny_run(["iaat"], {"iaat": {"attack_mode": "objective"}})
+    assert run.hooks.attack_objective(run, step).mode == "eval"

@@ -7,6 +7,12 @@ RAAT itself (1) asks for two augmented views of every sample, (2) splits the row
 non-boundary / boundary / misclassified from eval-mode predictions and puts the reduced sample
 x'' into the boundary rows of ``examples["adv"]``, and (3) adds lam * DICAR-JS over the pairs
 whose two views are both classified correctly.
+
+RAAT# (Sec. 5.3, the authors' ``RAAT#_Code`` on ReBAT) is three options on top:
+``indicators="ema"`` takes the split from the run's weight average (``ema.decay=0.999``, the
+core's EMA, checkpointed as ``ema.*``), ``ce_views="first"`` trains the supervised terms on
+the first view only (sample weight 0 on the second view's rows; the JS term lives on
+first-view rows, so it is untouched) and ``dicar_start`` switches DICAR on at a warm-up epoch.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import torch
 from pydantic import Field
 
 from advcore import PluginInfo, PluginOptions, hookimpl
-from advcore.errors import PluginError
+from advcore.errors import ConfigError, PluginError
 
 from .dicar import dicar_js, mixing_weights, step_generator
 from .split import attacked_reduction, scaled_reduction, split_rows
@@ -41,6 +47,15 @@ class Options(PluginOptions):
         "code", description="code: correct at x, wrong at x' and at x''; paper (Eq. 9): correct at x, wrong at x''")
     misclassified: Literal["adv", "clean"] = Field(
         "adv", description="what misclassified rows train on: x' (standard risk) or x (MMA-style)")
+    indicators: Literal["model", "ema"] = Field(
+        "model", description="model: split from the trained model in eval mode (RAAT); "
+                             "ema: from the weight average, needs ema.decay (RAAT#: 0.999)")
+    ce_views: Literal["both", "first"] = Field(
+        "both", description="supervised terms on both views' rows (RAAT) or on the first view only (RAAT#)")
+    dicar_start: int = Field(0, ge=0, description="first epoch (from 0) with the DICAR term (RAAT#: 105 of 200)")
+
+
+EMA_KEY = "advcore.ema"  # the core's weight average in run.stash (docs/architecture.md)
 
 
 def _options(run) -> Options:
@@ -67,6 +82,18 @@ def advcore_data_views():
 
 
 @hookimpl
+def advcore_on_run_start(run):
+    if _options(run).indicators == "ema" and run.stash.get(EMA_KEY) is None:
+        raise ConfigError("raat indicators=ema needs the weight average: add --set ema.decay=0.999 "
+                          "(RAAT#), or use indicators=model")
+
+
+def _indicator_model(run, step):
+    """The network whose eval-mode predictions split the rows: the model or its average (RAAT#)."""
+    return run.stash[EMA_KEY].module if _options(run).indicators == "ema" else step.model
+
+
+@hookimpl
 def advcore_derive_examples(run, step):
     """Split the rows and put x'' into the boundary rows of examples["adv"]."""
     if "attack" not in step.examples:
@@ -80,7 +107,7 @@ def advcore_derive_examples(run, step):
         x_reduced = scaled_reduction(x, x_adv, opts.eta)
     else:
         x_reduced = attacked_reduction(run, step, opts.eta)
-    split = split_rows(step.model, x, x_adv, x_reduced, step.y, opts.boundary)
+    split = split_rows(_indicator_model(run, step), x, x_adv, x_reduced, step.y, opts.boundary)
     for group in GROUPS:
         mask = getattr(split, group)
         step.groups[f"{NAME}.{group}"] = mask
@@ -110,7 +137,7 @@ def advcore_loss_terms(run, step):
     values = torch.zeros(step.size, device=step.x.device)
     mask = torch.zeros(step.size, dtype=torch.bool, device=step.x.device)
     step.record(f"{NAME}.dicar_pairs", float(pairs.numel()), "sum")
-    if pairs.numel() == 0:  # the code skips the term: no forward passes
+    if pairs.numel() == 0 or step.epoch < opts.dicar_start:  # the code skips the term: no forward passes
         return [step.term("dicar_js", values, weight=opts.lam, mask=mask)]
     generator = step_generator(run.config.seed, run.global_step, run.rank)
     w_all = mixing_weights(b, opts.gamma, opts.dicar, generator).to(step.x.device)
@@ -124,3 +151,14 @@ def advcore_loss_terms(run, step):
     values = values.to(js.dtype).index_copy(0, pairs, js)
     mask[pairs] = True
     return [step.term("dicar_js", values, weight=opts.lam, mask=mask)]
+
+
+@hookimpl
+def advcore_sample_weights(run, step):
+    """RAAT#: weight 1 on the first view's rows, 0 on the second's (CE on the first augmentation)."""
+    if _options(run).ce_views == "both":
+        return None
+    b = _pairs(step)
+    w = torch.zeros(step.size, device=step.x.device)
+    w[:b] = 1.0
+    return w

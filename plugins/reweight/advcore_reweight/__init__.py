@@ -5,7 +5,13 @@ sum to 1 over the mini-batch. It goes through ``advcore_sample_weights``, so it 
 every loss term of whatever objective is active (the core reduces sum(w*l)/sum(w)).
 "prob" (paper) uses the adversarial output the loss already computes, so it costs nothing;
 "nat_prob" (the authors' README example) uses the clean output, one more forward unless the
-objective needs the clean logits anyway.
+objective needs the clean logits anyway. The authors' code also has "comp_prob" (1 - p_y, hard
+instances count more), "max_prob" (the largest probability) and their clean/complement twins.
+
+The warm-up defaults to 5 epochs (README ``--warmup_rw 5``, App. D.6): from a random
+initialisation, true-label weights have a degenerate fixed point -- the model predicts one
+class, only that class's samples keep weight, their loss goes to 0 -- which a digits run from
+scratch reaches within one epoch (loss 0.0000, chance accuracy).
 """
 
 from typing import Literal
@@ -17,18 +23,29 @@ from pydantic import Field
 from advcore import PluginInfo, PluginOptions, hookimpl
 
 NAME = "reweight"
+CONFORMANCE_OPTIONS = {"warmup": 0}  # the kit's short runs then reach the weighting
 
 
 class Options(PluginOptions):
-    mode: Literal["prob", "nat_prob"] = Field(
-        "prob", description="prob: adversarial true-label probability (paper); nat_prob: clean one (authors' README)")
-    warmup: int = Field(0, ge=0, description="epochs with uniform weights before reweighting starts")
+    mode: Literal["prob", "nat_prob", "comp_prob", "comp_nat_prob", "max_prob", "comp_max_prob"] = Field(
+        "prob", description="prob: adversarial true-label probability (paper); nat_prob: clean one (authors' README); "
+                            "comp_*: 1 minus it; max_prob: largest adversarial probability (authors' code)")
+    warmup: int = Field(5, ge=0, description="epochs with uniform weights before reweighting starts "
+                                             "(README --warmup_rw 5; 0 collapses a run from scratch)")
+
+
+def mode_weights(logits: torch.Tensor, y: torch.Tensor, mode: str) -> torch.Tensor:
+    """The per-sample weight of ``mode`` (authors' code), detached, normalised to sum to 1."""
+    probs = F.softmax(logits.detach().float(), dim=1)
+    p = probs.amax(dim=1) if mode.endswith("max_prob") else probs.gather(1, y[:, None]).squeeze(1)
+    if mode.startswith("comp_"):
+        p = 1.0 - p
+    return p / p.sum().clamp_min(1e-12)
 
 
 def true_label_weights(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """softmax(logits)_y per sample, detached, normalised to sum to 1."""
-    p = F.softmax(logits.detach().float(), dim=1).gather(1, y[:, None]).squeeze(1)
-    return p / p.sum().clamp_min(1e-12)
+    return mode_weights(logits, y, "prob")
 
 
 @hookimpl
@@ -42,7 +59,7 @@ def advcore_sample_weights(run, step):
     o = run.options[NAME]
     if step.epoch < o.warmup:
         return None
-    name = "adv" if o.mode == "prob" and "adv" in step.examples else "clean"
-    w = true_label_weights(step.logits(name), step.y)
+    name = "clean" if "nat" in o.mode or "adv" not in step.examples else "adv"
+    w = mode_weights(step.logits(name), step.y, o.mode)
     step.record(f"{NAME}.effective_fraction", (1.0 / (w.numel() * (w * w).sum())).item())  # 1 = uniform
     return w

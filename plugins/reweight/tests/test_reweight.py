@@ -18,6 +18,8 @@ FROZEN = {"lr": 1e-12, "weight_decay": 0.0, "momentum": 0.0, "schedule": "consta
 def one_step(plugins, options=None, epoch=0, **overrides):
     """One step with lr ~ 0 on a model whose logits are spread out, so weights differ clearly."""
     torch.manual_seed(0)
+    options = dict(options or {})
+    options["reweight"] = {"warmup": 0, **options.get("reweight", {})}  # the tests start at epoch 0
     run = tiny_run(plugins, options, optim=FROZEN, **overrides)
     with torch.no_grad():
         run.model.head.weight.mul_(40)
@@ -70,6 +72,24 @@ def test_weights_apply_to_every_term_of_another_objective():
     kl = (F.softmax(clean, 1) * (F.log_softmax(clean, 1) - F.log_softmax(adv, 1))).sum(1)
     expected = (w * F.cross_entropy(clean, step.y, reduction="none")).sum() + 2.0 * (w * kl).sum()
     assert step.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["comp_prob", "max_prob", "comp_max_prob", "comp_nat_prob"])
+def test_the_authors_code_modes(mode):
+    """adv_fast.py: comp_* = 1 - p, max_prob = max_k p_k (adversarial unless nat)."""
+    run, step = one_step(["pgd-at", "reweight"], {"reweight": {"mode": mode}})
+    probs = torch.softmax(forward(run, step.x if "nat" in mode else step.examples["adv"]), 1)
+    p = probs.max(1).values if "max" in mode else probs[torch.arange(step.size), step.y]
+    p = 1 - p if mode.startswith("comp") else p
+    assert torch.allclose(step.weights, p / p.sum(), atol=1e-6)
+
+
+def test_default_warmup_is_five_epochs():
+    torch.manual_seed(0)
+    run = tiny_run(["pgd-at", "reweight"], optim=FROZEN)
+    assert run.options["reweight"].warmup == 5
+    assert train_step(run, tiny_batch(run, 16), 4, 0).weights is None
+    assert train_step(run, tiny_batch(run, 16), 5, 0).weights is not None
 
 
 def test_a_bad_mode_names_the_option_and_the_allowed_values():
