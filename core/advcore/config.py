@@ -7,6 +7,7 @@ key and what is allowed.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,14 +28,32 @@ class PluginOptions(_Section):
     """Base class for a plugin's options: unknown keys are errors, fields carry descriptions."""
 
 
+_SUBSET_KIND = re.compile(r"^([a-z][a-z0-9_-]*):([1-9][0-9]*)$")
+
+
+def parse_subset_spec(value: Any) -> int | str | None:
+    """data.subset: a positive N (first N, class-balanced) or "KIND:N" (random:N, or a plugin's kind)."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit() and int(text) >= 1:
+            return int(text)
+        if _SUBSET_KIND.match(text):
+            return text
+    raise ValueError(f"invalid value {value!r} (allowed: a positive count N, random:N, or KIND:N of an enabled "
+                     "plugin's ranking)")
+
+
 class DataConfig(_Section):
     dataset: Literal["digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "svhn", "folder"] = "digits"
     data_dir: str | None = Field(None, description="folder with the dataset files")
     download: bool = Field(False, description="let torchvision download CIFAR/SVHN")
     subset: int | str | None = Field(
-        None, description="first N training samples, class-balanced; or easiest:N, hardest:N, random:N "
-                          "(class-balanced by instance difficulty, see data.difficulty_file)")
-    difficulty_file: str | None = Field(None, description="CSV from 'advcore analyze difficulty' ranking easiest:N/hardest:N")
+        None, description="first N training samples, class-balanced; random:N (class-balanced at random); or "
+                          "KIND:N ranked by an enabled plugin (advcore_training_subset)")
     batch_size: int = Field(128, ge=1)
     eval_batch_size: int = Field(256, ge=1)
     augment: bool = Field(True, description="random crop with padding and horizontal flip")
@@ -55,9 +74,7 @@ class DataConfig(_Section):
     @field_validator("subset", mode="before")
     @classmethod
     def _subset_spec(cls, value: Any) -> int | str | None:
-        from .difficulty import parse_subset
-
-        return parse_subset(value)
+        return parse_subset_spec(value)
 
 
 class ModelConfig(_Section):

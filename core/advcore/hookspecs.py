@@ -16,6 +16,8 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from .config import RunConfig
+    from .data import Dataset
     from .plugins import PluginInfo
     from .run import Run
     from .step import AttackObjective, LossTerm, Step
@@ -26,6 +28,7 @@ __all__ = [
     "advcore_plugin_info",
     "advcore_configure_model",
     "advcore_data_views",
+    "advcore_training_subset",
     "advcore_on_run_start",
     "advcore_on_run_end",
     "advcore_on_epoch_start",
@@ -89,6 +92,20 @@ def advcore_data_views(run: "Run") -> int:
     needs (1 = the usual single augmentation); the core uses the largest answer. With
     V views a step holds V*B rows: rows ``j, j+B, ...`` are the views of one sample and
     ``step.view`` says which view a row is.
+    """
+
+
+@hookspec(firstresult=True)
+def advcore_training_subset(config: "RunConfig", options: dict, dataset: "Dataset", kind: str,
+                            n: int) -> "torch.Tensor | None":
+    """Choose the training samples for ``data.subset = "KIND:N"`` when KIND is not the core's.
+
+    The core draws N (the first N per class) and ``random:N`` itself; any other kind is asked
+    of the enabled plugins, once per run before the data is placed (and again by ``advcore
+    analyze gap``). ``options`` holds every enabled plugin's validated options. Returns the
+    sorted dataset indices of a class-balanced subset of N samples (``advcore.subsets.ranked_subset``
+    builds one from per-sample scores), or None when ``kind`` is not this plugin's. Stops at the
+    first non-None result; with none, the run fails naming the kind.
     """
 
 

@@ -219,6 +219,14 @@ class Hooks:
                 raise PluginError(f"advcore_data_views returned {a!r}; expected a positive int")
         return max(answers, default=1)
 
+    def training_subset(self, config, options: dict, dataset, kind: str, n: int) -> torch.Tensor | None:
+        idx = self._call("advcore_training_subset", config=config, options=options, dataset=dataset, kind=kind, n=n)
+        if idx is not None and (not isinstance(idx, torch.Tensor) or idx.ndim != 1 or idx.numel() != n
+                                or idx.dtype != torch.int64):
+            raise PluginError(f"advcore_training_subset returned {_describe(idx)} for {kind}:{n}; expected {n} "
+                              "int64 dataset indices")
+        return idx
+
     def on_run_start(self, run) -> None:
         self._call("advcore_on_run_start", run=run)
 

@@ -145,7 +145,8 @@ def build_run(config: RunConfig, out: str | Path | None, *, rank: int = 0, world
     device = resolve_device(config.device)
     train_set, test_set, info = load_dataset(config.data.dataset, data_dir=config.data.data_dir,
                                              download=config.data.download)
-    train_set, indices, extra_indices = training_data(config, train_set, info)  # data.subset / data.extra
+    choose = lambda kind, n: hooks.training_subset(config, options, train_set, kind, n)  # noqa: E731 - a plugin's KIND:N
+    train_set, indices, extra_indices = training_data(config, train_set, info, choose)  # data.subset / data.extra
     train_set = place_dataset(train_set, device, config.data.on_device)  # once per run, not per batch
     model = build_model_from_spec(model_spec(config, info)).to(device)
     eps = config.attack.eps if config.attack.eps is not None else info.default_eps
