@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import BaseModel
 
 from .config import RunConfig
-from .data import Dataset, DatasetInfo
 from .plugins import Hooks, Installed
 from .state import SampleState
+
+if TYPE_CHECKING:  # the kernel names the data types but does not import the data layer
+    from .data import Dataset, DatasetInfo
 
 __all__ = ["Run"]
 
