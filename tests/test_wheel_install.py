@@ -49,8 +49,8 @@ def installed(tmp_path_factory):
 
 def test_installed_package_has_no_checkout_on_its_path(installed):
     advcore, env, work = installed
-    where = _run([advcore.parent / "python", "-c", "import advcore, advcore.recipes as r; "
-                  "print(advcore.__file__); print(r.shipped_recipe_dir())"], work, env).split()
+    where = _run([advcore.parent / "python", "-c", "import advcore, importlib.resources as r; "
+                  "print(advcore.__file__); print(r.files('advcore') / 'recipe_files')"], work, env).split()
     assert all(Path(p).is_relative_to(advcore.parents[1]) for p in where), where
     assert not any(Path(p).is_relative_to(REPO) for p in where), where
 
