@@ -2,6 +2,8 @@
 
 import csv
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -148,11 +150,14 @@ def test_subset_errors_name_the_fix(tmp_path):
 
 
 def test_a_ranked_subset_without_the_plugin_is_one_line(tmp_path):
-    (tmp_path / "d.csv").write_text("index,label,loss,difficulty,visits\n0,0,0.5,0.5,1\n")
-    result = CliRunner().invoke(app, ["train", "--plugin", "pgd-at", "--subset", "easiest:10", "--epochs", "1",
-                                      "--set", "device=cpu"])
-    assert result.exit_code != 0
-    assert "data.subset easiest:10: no enabled plugin ranks 'easiest' subsets" in str(result.exception or result.output)
+    """The core does not rank easiest:N itself: without --plugin difficulty the run refuses, in one line."""
+    proc = subprocess.run([sys.executable, "-m", "advcore", "train", "--plugin", "pgd-at", "--subset", "easiest:10",
+                           "--epochs", "1", "--set", "device=cpu"], capture_output=True, text=True, cwd=tmp_path,
+                          env=dict(os.environ, ADVCORE_PROGRESS="0", OMP_NUM_THREADS="1"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        "data.subset easiest:10: no enabled plugin ranks 'easiest' subsets; enable the plugin that provides it "
+        "(advcore plugins lists them) or use N or random:N")
 
 
 def test_analyze_without_history_is_one_line(tmp_path):
