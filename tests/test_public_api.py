@@ -55,6 +55,10 @@ def test_plugins_leave_the_cores_stash_entries_alone(path):
     text = path.read_text()
     assert not re.search(r"stash(\[|\.get\(|\.pop\(|\.setdefault\()\s*[\"']advcore\.", text), \
         f"{path.relative_to(REPO)} reads a core stash entry; use the documented Run fields instead"
+    keys = [n.value for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            and re.fullmatch(r"advcore\.[a-z_]+", n.value) and n.value not in PUBLIC
+            and n.value != "advcore.core"]  # the core's name in plans and hook orders
+    assert not keys, f"{path.relative_to(REPO)} names core-internal keys {keys}; use the documented Run fields"
 
 
 def test_the_check_catches_a_private_import(tmp_path):

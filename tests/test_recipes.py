@@ -46,7 +46,7 @@ def user_runs(*args):
 def test_recipes_are_shipped_for_every_seed_paper():
     papers = {r.name.split("/")[0] for r in RECIPES}
     assert {"hat", "he", "iaat", "raat", "hard-instances"} <= papers
-    assert all(r.path.is_relative_to(REPO / "examples" / "recipes") for r in RECIPES)
+    assert all(r.path.is_relative_to(REPO / "core" / "advcore" / "recipe_files") for r in RECIPES)
 
 
 @pytest.mark.parametrize("recipe", RUNNABLE)

@@ -1,4 +1,4 @@
-"""The hard-instances recipes (examples/recipes/hard-instances) hold what the paper states: the fast
+"""The hard-instances recipes (core/advcore/recipe_files/hard-instances) hold what the paper states: the fast
 AT rows of Table 1 (App. C.2, Alg. 1) and the fine-tuning rows of Table 2 (Sec. 6.2, App. C.1-C.2).
 
 Every row quotes the paper text that states the value; when the paper texts are present (the

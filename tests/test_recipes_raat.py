@@ -1,4 +1,4 @@
-"""The RAAT recipes (examples/recipes/raat) hold what the RAAT paper states: App. D.1's training
+"""The RAAT recipes (core/advcore/recipe_files/raat) hold what the RAAT paper states: App. D.1's training
 setup, Table 4's objectives with their weights, and Table 1's ResNet-18 numbers (where code and
 paper differ, the recipes take the code's form: tests/test_recipes_code_forms.py).
 

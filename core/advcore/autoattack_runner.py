@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .eval_attacks import progress_bar
+from .progress import progress_bar
 
 __all__ = ["autoattack_flags", "state_file"]
 

@@ -39,7 +39,7 @@ def train(
     dataset: Optional[str] = typer.Option(None, help="digits, fashion-mnist, mnist, cifar10, cifar100, svhn, folder, "
                                                       "or package.module:factory (called with train=True/False)"),
     data_dir: Optional[str] = typer.Option(None, help="folder with the dataset files"),
-    subset: Optional[str] = typer.Option(None, help="N (first N, class-balanced) or easiest:N, hardest:N, random:N"),
+    subset: Optional[str] = typer.Option(None, help="N (first N, class-balanced), random:N, or KIND:N ranked by an enabled plugin"),
     seed: Optional[int] = typer.Option(None, help="random seed"),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda"),
     init_from: Optional[str] = typer.Option(None, help="start from this checkpoint's model weights"),
@@ -465,33 +465,24 @@ def new_plugin(
     typer.echo(f"next: pip install -e {root} && pytest {root / 'tests'} && advcore plugins")
 
 
-# --- analyze (instance difficulty, generalization gap) -----------------------------------
+# --- analyze (generalization gap; plugins add theirs) ---------------------------------------
 
-analyze_app = typer.Typer(no_args_is_help=True, help="Analyse finished runs: instance difficulty, generalization gap.")
+analyze_app = typer.Typer(no_args_is_help=True, help="Analyse finished runs: generalization gap, and the analyses plugins add.")
 app.add_typer(analyze_app, name="analyze")
 
 
-@analyze_app.command("difficulty")
-def analyze_difficulty(
-    run: Path = typer.Argument(..., help="run directory or checkpoint .json trained with --plugin difficulty"),
-    csv: Optional[Path] = typer.Option(None, "--csv", help="where to write index,label,loss,difficulty,visits "
-                                                          "(default: RUN/difficulty.csv)"),
-    compare: Optional[List[Path]] = typer.Option(None, "--compare", help="another run: print the D-distance (repeatable)"),
-    groups: int = typer.Option(0, help="print the average loss per epoch of G groups by difficulty (G0 hardest)"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON"),
-) -> None:
-    """Instance difficulty d(x) (Eq. 1 of Liu et al.) from the run's per-sample loss history."""
-    from .analyze import difficulty_report
+def _add_plugin_analyses() -> None:
+    """Analyses that plugins contribute (entry-point group ``advcore.analyze``: name = a Typer command)."""
+    from importlib.metadata import entry_points
 
-    report = difficulty_report(run, csv=csv, compare=list(compare or []), groups=groups)
-    if as_json:
-        typer.echo(json.dumps(report))
-        return
-    typer.echo(f"{report['samples']} samples, mean loss {report['mean_loss']:.4f}; wrote {report['csv']}")
-    for other, dist in report.get("d_distance", {}).items():
-        typer.echo(f"D-distance to {other}: {dist:.4f}  (independent random orderings: 1/3)")
-    for g, curve in enumerate(report.get("group_loss", [])):
-        typer.echo(f"G{g}: " + " ".join(f"{v:.3f}" for v in curve))
+    for ep in entry_points(group="advcore.analyze"):
+        try:
+            analyze_app.command(ep.name)(ep.load())
+        except Exception:  # noqa: BLE001 - a broken plugin loses its command, not the CLI ('advcore plugins' names it)
+            continue
+
+
+_add_plugin_analyses()
 
 
 @analyze_app.command("gap")
@@ -543,7 +534,7 @@ def export(
     which: str = typer.Option("best", "--checkpoint", help="of a run directory: best (held-out PGD) or last"),
 ) -> None:
     """Write the trained model as a plain PyTorch state dict and print how to load it."""
-    from .model_files import export_state_dict
+    from .export import export_state_dict
 
     path, lines = export_state_dict(run, out, ema=ema, checkpoint=which)
     typer.echo(f"wrote {path} ({'EMA' if ema else 'model'} weights); load it with:")

@@ -7,6 +7,7 @@ key and what is allowed.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,17 +28,35 @@ class PluginOptions(_Section):
     """Base class for a plugin's options: unknown keys are errors, fields carry descriptions."""
 
 
+_SUBSET_KIND = re.compile(r"^([a-z][a-z0-9_-]*):([1-9][0-9]*)$")
+
+
+def parse_subset_spec(value: Any) -> int | str | None:
+    """data.subset: a positive N (first N, class-balanced) or "KIND:N" (random:N, or a plugin's kind)."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit() and int(text) >= 1:
+            return int(text)
+        if _SUBSET_KIND.match(text):
+            return text
+    raise ValueError(f"invalid value {value!r} (allowed: a positive count N, random:N, or KIND:N of an enabled "
+                     "plugin's ranking)")
+
+
 class DataConfig(_Section):
     dataset: str = Field("digits", description="digits, fashion-mnist, mnist, cifar10, cifar100, svhn, folder, or "
                                                 "package.module:factory returning a torch Dataset (docs/python-api.md)")
     data_dir: str | None = Field(None, description="folder with the dataset files")
     download: bool = Field(False, description="let torchvision download CIFAR/SVHN")
     subset: int | str | None = Field(
-        None, description="first N training samples, class-balanced; or easiest:N, hardest:N, random:N "
-                          "(class-balanced by instance difficulty, see data.difficulty_file)")
-    difficulty_file: str | None = Field(None, description="CSV from 'advcore analyze difficulty' ranking easiest:N/hardest:N")
-    batch_size: int = Field(128, ge=1)
-    eval_batch_size: int = Field(256, ge=1)
+        None, description="first N training samples, class-balanced; random:N (class-balanced at random); or "
+                          "KIND:N ranked by an enabled plugin (advcore_training_subset)")
+    batch_size: int = Field(128, ge=1, description="training batch size per process")
+    eval_batch_size: int = Field(256, ge=1, description="batch size of the per-epoch evaluation")
     augment: bool = Field(True, description="random crop with padding and horizontal flip")
     pad_fill: Annotated[float, Field(ge=0, le=1)] | Literal["reflect"] = Field(
         0.0, description="crop border: a constant in [0, 1] (0 RAAT/HAT code, 0.5 ATTA/004 code) or reflect (AWP code)")
@@ -69,9 +88,7 @@ class DataConfig(_Section):
     @field_validator("subset", mode="before")
     @classmethod
     def _subset_spec(cls, value: Any) -> int | str | None:
-        from .difficulty import parse_subset
-
-        return parse_subset(value)
+        return parse_subset_spec(value)
 
 
 class ModelConfig(_Section):
@@ -99,15 +116,15 @@ class ModelConfig(_Section):
 
 
 class OptimConfig(_Section):
-    lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = False
-    weight_decay: float = Field(5e-4, ge=0)
-    schedule: Literal["constant", "step", "cosine", "onecycle"] = "cosine"
+    lr: float = Field(0.1, gt=0, description="peak learning rate of SGD")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = Field(False, description="Nesterov momentum")
+    weight_decay: float = Field(5e-4, ge=0, description="L2 weight decay of SGD")
+    schedule: Literal["constant", "step", "cosine", "onecycle"] = Field("cosine", description="learning-rate schedule over the run, stepped per batch")
     milestones: list[int] = Field(default_factory=list, description="epochs where the step schedule decays")
     gamma: float = Field(0.1, gt=0, le=1, description="decay factor of the step schedule")
     pct_start: float = Field(0.25, gt=0, lt=1, description="warm-up fraction of the one-cycle schedule")
-    grad_clip: float | None = Field(None, gt=0)
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value (none: no clipping)")
 
 
 def parse_fraction(value: Any) -> Any:
@@ -131,7 +148,7 @@ class AttackConfig(_Section):
     eps: Budget | None = Field(None, gt=0, description="budget, the ball's radius (0.0314 or 8/255; at most 1 for "
                                                        "Linf); default: the dataset's Linf budget, L2 needs one")
     step_size: Budget | None = Field(None, gt=0, description="default eps/4")
-    steps: int = Field(10, ge=1)
+    steps: int = Field(10, ge=1, description="iterations of the training attack (PGD-K)")
     model_mode: Literal["auto", "eval", "train"] = Field(
         "auto", description="model mode while examples are generated; auto = the objective's published mode")
 
@@ -157,8 +174,8 @@ class EvalConfig(_Section):
     epoch_n: int | None = Field(
         64, ge=1, description="held-out samples evaluated after the other epochs, the first of eval.n's "
                                "(same PGD; they also pick the best checkpoint); None = eval.n every epoch")
-    pgd_steps: int = Field(20, ge=1)
-    restarts: int = Field(1, ge=1)
+    pgd_steps: int = Field(20, ge=1, description="PGD iterations of the per-epoch robust accuracy")
+    restarts: int = Field(1, ge=1, description="random restarts of that PGD")
     every: int = Field(1, ge=1, description="evaluate every N epochs (and always at the end)")
 
 
@@ -198,10 +215,10 @@ class RecipeRef(_Section):
 
 class RunConfig(_Section):
     recipe: RecipeRef | None = Field(None, description="set by 'advcore train --recipe'")
-    plugins: list[str] = Field(default_factory=list)
+    plugins: list[str] = Field(default_factory=list, description="enabled plugins (--plugin); the run uses them in canonical order")
     options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-plugin options")
-    epochs: int = Field(5, ge=1)
-    seed: int = 0
+    epochs: int = Field(5, ge=1, description="training epochs")
+    seed: int = Field(0, description="random seed of data order, augmentation, initialisation and attacks")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     deterministic: bool = Field(False, description="deterministic algorithms (bitwise resume on CPU)")
     init_from: str | None = Field(None, description="checkpoint whose model weights start the run")

@@ -199,6 +199,11 @@ class Probe:
             return (yield)
 
     @_observe
+    def advcore_training_subset(self, config, options, dataset, kind, n):
+        with self.watch("advcore_training_subset"):
+            return (yield)
+
+    @_observe
     def advcore_on_run_start(self, run):
         with self.watch("advcore_on_run_start"):
             return (yield)

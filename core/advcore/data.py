@@ -82,13 +82,10 @@ _CACHE_DIR = "~/.cache/advcore/data"
 
 def load_dataset(name: str, *, data_dir: str | None = None,
                  download: bool = False) -> tuple[Dataset, Dataset, DatasetInfo]:
-    """Return (train, test, info); every failure is a one-line DataError."""
-    from .factories import is_factory
+    """Return (train, test, info) of a built-in dataset; every failure is a one-line DataError.
 
-    if is_factory(name):
-        from .user_data import load_user_dataset
-
-        return load_user_dataset(name)
+    A user's ``package.module:factory`` goes through ``advcore.user_data.load_dataset``.
+    """
     if name not in _INFO:
         raise DataError(f"data.dataset: unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     if name == "digits":

@@ -8,9 +8,7 @@ worst case over attacks, the gradient-masking checks) instead of only as accurac
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -18,22 +16,13 @@ import torch
 
 from .attacks import NORMS, ce_loss, cw_loss, flat_norm, model_mode, project, random_start, step_direction
 from .errors import ConfigError
+from .progress import progress_bar  # re-exported: evaluation modules import it from here
 
 __all__ = ["NORMS", "AA_VERSIONS", "AA_ATTACKS", "Attack", "parse_attacks", "predict", "pgd_flags", "square_flags", "attack_flags", "progress_bar"]
 
 AA_VERSIONS = ("standard", "plus", "rand", "custom")
 AA_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 KINDS = ("pgd", "cw", "mim", "fgsm", "square", "autoattack")
-
-
-def progress_bar(iterable: Iterable, total: int, desc: str, enabled: bool = True):
-    """tqdm on an interactive stderr (ADVCORE_PROGRESS=0 turns it off, =1 forces it on)."""
-    setting = os.environ.get("ADVCORE_PROGRESS", "auto")
-    if not enabled or setting == "0" or (setting != "1" and not sys.stderr.isatty()):
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
 @dataclass(frozen=True)

@@ -10,19 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Iterable
 
 import torch
 
 from . import checkpoint as ckpt
-from .config import RunConfig, validate_options
-from .data import DatasetInfo, held_out_indices, load_dataset
+from .data import DatasetInfo, held_out_indices
+from .user_data import load_dataset
 from .errors import CheckpointError, ConfigError
 from .eval_attacks import Attack, attack_flags, parse_attacks
 from .model_files import STATE_DICT_SUFFIXES, model_from_state_dict, read_state_dict
-from .plugins import Hooks, build_manager, resolve
-from .trainer import build_model_from_spec, info_stats, load_model_tensors, resolve_device
+from .trainer import info_stats, load_model, resolve_device
 
 __all__ = ["EvalTarget", "load_model", "load_target", "run_checkpoint", "evaluate_model", "eval_data", "run_attacks", "evaluate_checkpoint",
            "markdown_table", "format_result", "read_result", "source_label"]
@@ -44,33 +42,6 @@ class EvalTarget:
     def threat_model(self, norm: str | None) -> str:
         """The norm asked for, else the run's, else Linf."""
         return norm or self.norm or "Linf"
-
-
-def load_model(path: str | Path, device: str = "auto", *, ema: bool = False
-               ) -> tuple[torch.nn.Module, RunConfig, dict[str, Any]]:
-    """Rebuild a checkpoint's model, with the plugins it was trained with configuring it.
-
-    A model whose head was swapped by a plugin (HE) therefore evaluates with that head and
-    no plugin flags. ``ema=True`` loads the exponential moving average of the weights.
-    """
-    manifest, tensors = ckpt.load_checkpoint(path)
-    config = RunConfig.model_validate(manifest["config"])
-    plugins = resolve([p["name"] for p in manifest["plugins"]])
-    options = {p.name: validate_options(p.name, p.info.options, config.options.get(p.name, {})) for p in plugins}
-    hooks = Hooks(build_manager(plugins))
-    model = build_model_from_spec(manifest["model"])
-    dev = resolve_device(device)
-    context = SimpleNamespace(config=config, options=options, device=dev, plugins=plugins, hooks=hooks,
-                              info=None, stash={}, evaluation=True)
-    hooks.configure_model(context, model)
-    if ema:
-        if not any(k.startswith("ema.") for k in tensors):
-            raise CheckpointError(f"checkpoint {path} holds no EMA weights; train with --set ema.decay=0.999 "
-                                  f"or evaluate without --ema")
-        tensors = {"model." + k[len("ema."):]: v for k, v in tensors.items()
-                   if k.startswith("ema.") and not k.startswith("ema._")}
-    load_model_tensors(model, tensors, path)
-    return model.to(dev).eval(), config, manifest
 
 
 def _is_state_dict_file(path: Path) -> bool:

@@ -20,6 +20,8 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from .config import RunConfig
+    from .data import Dataset
     from .plugins import PluginInfo
     from .run import Run
     from .attacks import AttackStep
@@ -34,6 +36,7 @@ __all__ = [
     "advcore_plugin_info",
     "advcore_configure_model",
     "advcore_data_views",
+    "advcore_training_subset",
     "advcore_on_run_start",
     "advcore_on_run_end",
     "advcore_on_epoch_start",
@@ -70,7 +73,7 @@ class HookContract:
     """What an implementation may change."""
     result: str
     """What an implementation returns: "none", "PluginInfo", "int>=1", "AttackObjective?",
-    "tensor like step.x", "stop mask?", "list[LossTerm]?", "tensor like logits?", "weights?", "loss tensor",
+    "tensor like step.x", "stop mask?", "indices?", "list[LossTerm]?", "tensor like logits?", "weights?", "loss tensor",
     "state dict?" (a trailing ? means None is allowed)."""
     firstresult: bool = False
     """True: the first non-None result is used and the rest are not called."""
@@ -78,6 +81,9 @@ class HookContract:
     """True: ``@hookimpl(wrapper=True)`` implementations may surround the others."""
     per_step: bool = False
     """True: called for every batch (and replay)."""
+    exclusive: bool = True
+    """For first-result hooks: True means only one enabled plugin may implement it; False lets
+    several, each answering only its own cases (None for the others)."""
 
 
 CONTRACT: tuple[HookContract, ...] = (
@@ -88,6 +94,9 @@ CONTRACT: tuple[HookContract, ...] = (
                  "the model in place (e.g. swap `model.head`); record it in `model.advcore_head`", "none"),
     HookContract("advcore_data_views", "once per run before the loader is built",
                  "nothing", "int>=1"),
+    HookContract("advcore_training_subset", "once per run before the data is placed, for `data.subset = "
+                 "\"KIND:N\"` with a KIND the core does not draw itself", "nothing", "indices?", firstresult=True,
+                 exclusive=False),
     HookContract("advcore_on_run_start", "once per run after model, optimizer and a resumed checkpoint are ready",
                  "`run.state` (create per-sample state), `run.stash[name]`, `run.replays`", "none"),
     HookContract("advcore_on_run_end", "once after the last epoch (not when interrupted)", "nothing", "none"),
@@ -178,6 +187,20 @@ def advcore_data_views(run: "Run") -> int:
     needs (1 = the usual single augmentation); the core uses the largest answer. With
     V views a step holds V*B rows: rows ``j, j+B, ...`` are the views of one sample and
     ``step.view`` says which view a row is.
+    """
+
+
+@hookspec
+def advcore_training_subset(config: "RunConfig", options: dict, dataset: "Dataset", kind: str,
+                            n: int) -> "torch.Tensor | None":
+    """Choose the training samples for ``data.subset = "KIND:N"`` when KIND is not the core's.
+
+    The core draws N (the first N per class) and ``random:N`` itself; any other kind is asked
+    of the enabled plugins, once per run before the data is placed (and again by ``advcore
+    analyze gap``). ``options`` holds every enabled plugin's validated options. Returns the
+    sorted dataset indices of a class-balanced subset of N samples (``advcore.ranked_subset``
+    builds one from per-sample scores), or None when ``kind`` is not this plugin's. Stops at the
+    first non-None result; with none, the run fails naming the kind.
     """
 
 

@@ -1,4 +1,8 @@
-"""Extra training data mixed half-and-half into every batch (Liu et al. Sec. 6.2, Carmon et al. 2019).
+"""Extra training data mixed half-and-half into every batch: a method-free data mechanism.
+
+Robust self-training on pseudo-labelled data (Carmon et al. 2019) and fine-tuning with extra
+data (Liu et al., hard adversarial instances, Sec. 6.2; HAT Sec. 5.3) all use it, with any
+objective; it is configured by ``data.extra`` alone and needs no plugin.
 
 ``data.extra`` names an ``.npz`` with ``images`` (uint8 NHWC or NCHW, or float in [0, 1]) and
 ``labels`` (pseudo-labels). The run's training set becomes the original samples followed by the
@@ -122,18 +126,20 @@ class MixedLoader(Loader):
             yield self._make(chunk, sel, torch.Generator().manual_seed(_batch_seed(self.seed, epoch, batch_no)))
 
 
-def training_data(config, train_set: Dataset, info: DatasetInfo) -> tuple[Dataset, torch.Tensor | None, torch.Tensor | None]:
+def training_data(config, train_set: Dataset, info: DatasetInfo, choose=None
+                  ) -> tuple[Dataset, torch.Tensor | None, torch.Tensor | None]:
     """(training set, indices to train on, extra indices or None) from data.subset and data.extra.
 
-    The subset (first N, or easiest/hardest/random N by difficulty) is drawn from the original
-    samples only; with ``data.extra`` the returned set is the combined one.
+    The subset (first N, random:N, or a plugin's KIND:N answered by ``choose(kind, n)``, see
+    ``advcore.subsets``) is drawn from the original samples only; with ``data.extra`` the
+    returned set is the combined one.
     """
-    from .difficulty import subset_indices
+    from .subsets import subset_indices
 
     d = config.data
     indices = None
     if d.subset is not None:
-        indices = subset_indices(d.subset, train_set, seed=config.seed, difficulty_file=d.difficulty_file)
+        indices = subset_indices(d.subset, train_set, seed=config.seed, choose=choose)
     if not d.extra:
         return train_set, indices, None
     extra = load_extra(d.extra, info)

@@ -258,7 +258,7 @@ def check_names(run, metrics: Iterable[str] = ()) -> None:
 def _refuse_competing_answers(pm: pluggy.PluginManager) -> None:
     """Two plugins answering one first-result hook would make one of them silently ignored."""
     for contract in hookspecs.CONTRACT:
-        if not contract.firstresult:
+        if not (contract.firstresult and contract.exclusive):
             continue
         caller = getattr(pm.hook, contract.name)
         answering = [i.plugin_name for i in caller.get_hookimpls()
@@ -301,6 +301,14 @@ class Hooks:
         for a in answers:
             check_result("advcore_data_views", a)
         return max(answers, default=1)
+
+    def training_subset(self, config, options: dict, dataset, kind: str, n: int) -> torch.Tensor | None:
+        idx = self._call("advcore_training_subset", config=config, options=options, dataset=dataset, kind=kind, n=n)
+        if idx is not None and (not isinstance(idx, torch.Tensor) or idx.ndim != 1 or idx.numel() != n
+                                or idx.dtype != torch.int64):
+            raise PluginError(f"advcore_training_subset returned {_describe(idx)} for {kind}:{n}; expected {n} "
+                              "int64 dataset indices")
+        return idx
 
     def on_run_start(self, run) -> None:
         self._call("advcore_on_run_start", run=run)
@@ -475,6 +483,8 @@ RESULT_CHECKS: dict[str, Any] = {
     "tensor like step.x": lambda v, c: _shaped(v, c["step"].x.shape),
     "list[LossTerm]?": lambda v, c: None if v is None else _expect_terms(v, c["step"]),
     "tensor like logits?": lambda v, c: None if v is None else _shaped(v, c["logits"].shape),
+    "indices?": lambda v, c: None if v is None or (torch.is_tensor(v) and v.dim() == 1 and not v.is_floating_point())
+    else "expected a 1-d integer tensor of dataset indices or None",
     "stop mask?": lambda v, c: None if v is None else _stop_mask(v, c["step"].size),
     "weights?": lambda v, c: None if v is None else _weights(v, c["step"].size),
     "loss tensor": lambda v, c: None if isinstance(v, torch.Tensor) and v.dim() == 0 else "expected a scalar tensor",

@@ -19,8 +19,9 @@ run config (plugins, data, model, optim, attack, options) plus a ``[recipe]`` ta
 
 The twin keeps the method and its options but swaps in Fashion-MNIST, a small CNN and a
 short schedule, so CI can keep every recipe executable. Recipe directories are the
-``ADVCORE_RECIPES`` paths (``os.pathsep``-separated) and the source checkout's
-``examples/recipes``.
+``ADVCORE_RECIPES`` paths (``os.pathsep``-separated, a user's own) and the recipes shipped
+inside the package (``advcore/recipe_files``, package data read with importlib.resources), so
+an installed wheel has them as well as an editable checkout.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import json
 import os
 import tomllib
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -100,12 +102,22 @@ class Recipe:
         return f"advcore eval {run}/checkpoints/{self.checkpoint}.json {attacks}{flags} --out {run}/eval"
 
 
+RECIPE_PACKAGE, RECIPE_FOLDER = "advcore", "recipe_files"  # package data: advcore/recipe_files/<paper>/<row>.toml
+
+
+def shipped_recipe_dir() -> Path | None:
+    """The folder of the recipes installed with the package (a wheel's or an editable checkout's)."""
+    folder = resources.files(RECIPE_PACKAGE) / RECIPE_FOLDER
+    path = Path(str(folder))
+    return path if folder.is_dir() and path.is_dir() else None
+
+
 def recipe_dirs() -> list[Path]:
-    """Where recipes are looked up: ``ADVCORE_RECIPES`` first, then the checkout's examples/recipes."""
+    """Where recipes are looked up: ``ADVCORE_RECIPES`` first, then the recipes shipped in the package."""
     dirs = [Path(p) for p in os.environ.get("ADVCORE_RECIPES", "").split(os.pathsep) if p]
-    checkout = Path(__file__).resolve().parents[2] / "examples" / "recipes"
-    if checkout.is_dir():
-        dirs.append(checkout)
+    shipped = shipped_recipe_dir()
+    if shipped is not None:
+        dirs.append(shipped)
     return dirs
 
 

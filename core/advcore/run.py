@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from pydantic import BaseModel
 
 from .config import RunConfig
-from .data import Dataset, DatasetInfo
 from .plugins import Hooks, Installed
 from .state import SampleState
+
+if TYPE_CHECKING:  # the kernel names the data types but does not import the data layer
+    from .data import Dataset, DatasetInfo
 
 __all__ = ["Run", "Services"]
 
@@ -104,6 +106,15 @@ class Run:
         if self.services is None:
             raise RuntimeError("this Run was not built by the advcore engine; use advcore.testing.tiny_run")
         return self.services
+
+    @property
+    def weight_average(self) -> torch.nn.Module | None:
+        """The EMA of the weights (``ema.decay``) as a module in eval mode, or None without EMA.
+
+        RAAT# reads its boundary indicators from it; it is checkpointed and restored by the core.
+        """
+        average = self.stash.get("advcore.ema")
+        return None if average is None else average.module
 
     def global_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The sum of ``tensor`` over every process (the tensor itself with one process)."""

@@ -82,6 +82,9 @@ FILL_IN = {
                                 "swap ``model.head``) and record it in ``model.advcore_head``.", ""),
     "advcore_data_views": ("run", "Fill in: how many augmented views of every sample you need (1 = the usual).",
                            "return 1"),
+    "advcore_training_subset": ("config, options, dataset, kind, n", "Fill in: for ``data.subset = \"KIND:N\"`` "
+                                "with a KIND of yours, the sorted indices of N samples (``advcore.ranked_subset`` "
+                                "builds a class-balanced pick from scores); None for other kinds.", "return None"),
     "advcore_on_run_start": ("run", "Fill in: create per-sample state (``run.state.tensor(f\"{NAME}.score\")``) "
                              "or objects in ``run.stash[NAME]``.", ""),
     "advcore_on_run_end": ("run, metrics", "Fill in: react to the end of training (``metrics`` is the last "

@@ -258,6 +258,14 @@ class _Session:
             self.probe.problems.append(Problem(self.probe.check, hook, message, plugins))
 
 
+def _same_trace(session: "_Session", epoch: int, expected: list, advice: str) -> None:
+    """Train ``epoch`` in ``session``; a hook whose trace differs from ``expected`` is a problem with ``advice``."""
+    trace, _ = session.epoch(epoch)
+    diff = first_difference(expected, trace)
+    if diff:
+        session.probe.problem(session.run, diff[0], f"{diff[1]} {advice}")
+
+
 def _state_problem(name: str, part: Any) -> str | None:
     shape = f"return {{'{name}': {{'tensors': {{...}}, 'json': {{...}}}}}} or None"
     if part is None or part == {}:
@@ -361,12 +369,8 @@ class _Checker:
         try:
             twin.build()
             twin.run.hooks.on_run_start(twin.run)
-            trace, _ = twin.epoch(0)
-            diff = first_difference(expected, trace)
-            if diff:
-                twin.probe.problem(twin.run, diff[0], f"{diff[1]} between two runs with the same seed; keep state in "
-                                   f"run.state or run.stash (not in module globals) and draw random numbers from "
-                                   f"torch's seeded generator")
+            _same_trace(twin, 0, expected, "between two runs with the same seed; keep state in run.state or "
+                        "run.stash (not in module globals) and draw random numbers from torch's seeded generator")
         except Exception as exc:  # noqa: BLE001
             twin.fail(exc)
         self._stage(twin)
@@ -384,12 +388,8 @@ class _Checker:
                     resumed.probe.problem(resumed.run, "advcore_load_state_dict",
                                           f"plugin '{plugin}': {found} after a checkpoint round-trip; restore "
                                           f"everything advcore_state_dict returned")
-            trace, _ = resumed.epoch(1)
-            diff = first_difference(expected, trace)
-            if diff:
-                resumed.probe.problem(resumed.run, diff[0], f"{diff[1]} after resuming from a checkpoint; save what "
-                                      f"this hook depends on through advcore_state_dict (or run.state) and restore "
-                                      f"it in advcore_load_state_dict")
+            _same_trace(resumed, 1, expected, "after resuming from a checkpoint; save what this hook depends on "
+                        "through advcore_state_dict (or run.state) and restore it in advcore_load_state_dict")
         except Exception as exc:  # noqa: BLE001
             resumed.fail(exc)
         self._stage(resumed)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import signal
-import sys
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,8 @@ from . import checkpoint as ckpt
 from . import distributed
 from .attacks import model_mode, pgd_eval, set_mode
 from .config import RunConfig, validate_options
-from .data import Augment, Loader, held_out_indices, load_dataset
+from .data import Augment, Loader, held_out_indices
+from .user_data import load_dataset
 from .ema import STASH_KEY as EMA_KEY, WeightAverage, ema_of, ema_tensors, load_ema, update_ema
 from .errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from .mixing import MixedLoader, training_data
@@ -34,7 +34,7 @@ from .state import SampleState
 from .tensorboard_log import metrics_board, require_tensorboard
 from .step import Step
 
-__all__ = ["build_run", "train", "train_step", "evaluate", "resolve_device", "model_spec", "build_model_from_spec"]
+__all__ = ["build_run", "train", "train_step", "evaluate", "resolve_device", "model_spec", "build_model_from_spec", "load_model"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -151,7 +151,8 @@ def build_run(config: RunConfig, out: str | Path | None, *, rank: int = 0, world
     device = resolve_device(config.device)
     train_set, test_set, info = load_dataset(config.data.dataset, data_dir=config.data.data_dir,
                                              download=config.data.download)
-    train_set, indices, extra_indices = training_data(config, train_set, info)  # data.subset / data.extra
+    choose = lambda kind, n: hooks.training_subset(config, options, train_set, kind, n)  # noqa: E731 - a plugin's KIND:N
+    train_set, indices, extra_indices = training_data(config, train_set, info, choose)  # data.subset / data.extra
     train_set = place_dataset(train_set, device, config.data.on_device)  # once per run, not per batch
     model = build_model_from_spec(model_spec(config, info)).to(device)
     if config.model.factory:  # a user's module: one line now rather than a traceback in the first step
@@ -190,11 +191,6 @@ def build_run(config: RunConfig, out: str | Path | None, *, rank: int = 0, world
 
 def engine_services() -> Services:
     """The engine functions a run lends its plugins (``Run.train_auxiliary``, ``global_sum``, ...)."""
-    def load_model(path, device="cpu"):
-        from .evaluate import load_model as load
-
-        return load(path, device=device)
-
     return Services(train=train, load_model=load_model, model_spec=model_spec,
                     global_sum=distributed.global_sums, isolated_rng=isolated_rng)
 
@@ -207,6 +203,33 @@ def isolated_rng():
         yield
     finally:
         ckpt.restore_rng(tensors, meta)
+
+
+def load_model(path: str | Path, device: str = "auto", *, ema: bool = False
+               ) -> tuple[torch.nn.Module, RunConfig, dict[str, Any]]:
+    """Rebuild a checkpoint's model, with the plugins it was trained with configuring it.
+
+    A model whose head was swapped by a plugin (HE) therefore evaluates with that head and
+    no plugin flags. ``ema=True`` loads the exponential moving average of the weights.
+    """
+    manifest, tensors = ckpt.load_checkpoint(path)
+    config = RunConfig.model_validate(manifest["config"])
+    plugins = resolve([p["name"] for p in manifest["plugins"]])
+    options = {p.name: validate_options(p.name, p.info.options, config.options.get(p.name, {})) for p in plugins}
+    hooks = Hooks(build_manager(plugins))
+    model = build_model_from_spec(manifest["model"])
+    dev = resolve_device(device)
+    context = SimpleNamespace(config=config, options=options, device=dev, plugins=plugins, hooks=hooks,
+                              info=None, stash={}, evaluation=True)
+    hooks.configure_model(context, model)
+    if ema:
+        if not any(k.startswith("ema.") for k in tensors):
+            raise CheckpointError(f"checkpoint {path} holds no EMA weights; train with --set ema.decay=0.999 "
+                                  f"or evaluate without --ema")
+        tensors = {"model." + k[len("ema."):]: v for k, v in tensors.items()
+                   if k.startswith("ema.") and not k.startswith("ema._")}
+    load_model_tensors(model, tensors, path)
+    return model.to(dev).eval(), config, manifest
 
 
 def load_model_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Any) -> None:
@@ -438,7 +461,7 @@ def _rescale_progress(run: Run, manifest: dict, path) -> int:
 def _progress(iterable, total: int, desc: str):
     """The training bar: the one progress helper of evaluation (tqdm with its ETA on a terminal;
     ADVCORE_PROGRESS=0 turns it off, =1 on)."""
-    from .eval_attacks import progress_bar
+    from .progress import progress_bar
 
     return progress_bar(iterable, total, desc)
 

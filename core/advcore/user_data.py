@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
+from . import data
 from .data import DataError, Dataset, DatasetInfo
-from .factories import load_factory
+from .factories import is_factory, load_factory
 
 __all__ = ["load_user_dataset", "from_torch_dataset", "USER_DEFAULT_EPS"]
 
@@ -124,3 +125,11 @@ def load_user_dataset(text: str) -> tuple[Dataset, Dataset, DatasetInfo]:
         ds.num_classes = classes
     _, c, h, w = train_set.images.shape
     return train_set, test_set, DatasetInfo(text, classes, c, h, USER_DEFAULT_EPS, h // 8, True)
+
+
+def load_dataset(name: str, *, data_dir: str | None = None,
+                 download: bool = False) -> tuple[Dataset, Dataset, DatasetInfo]:
+    """(train, test, info) of ``data.dataset``: a built-in name or a user's ``package.module:factory``."""
+    if is_factory(name):
+        return load_user_dataset(name)
+    return data.load_dataset(name, data_dir=data_dir, download=download)

@@ -4,6 +4,8 @@ Records, for every dataset index and epoch, the summed training loss of the samp
 input and the number of visits, in the per-sample state (so it is checkpointed and resumed
 with the run). ``advcore analyze difficulty RUN`` turns it into d(x) and a CSV. It adds no loss
 and no forward pass: the loss is read from the training forward the objective already made.
+Enabled with ``data.subset = "easiest:N"`` / ``"hardest:N"`` and ``options.difficulty.file`` (that
+CSV), it also picks the run's class-balanced training subset (Sec. 4.1).
 """
 
 from typing import Literal
@@ -13,7 +15,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from advcore import PluginInfo, PluginOptions, hookimpl
-from advcore.difficulty import LABEL, LOSS_SUM, VISITS
+from .scores import LABEL, LOSS_SUM, SUBSET_KINDS, VISITS, ranked_by_difficulty
 
 NAME = "difficulty"
 
@@ -23,12 +25,22 @@ class Options(PluginOptions):
         "ce", description="ce: CE of the trained-on adversarial input vs its label (Eq. 1); terms: the "
                           "per-sample total of the objective's loss terms; error01: the 0-1 error "
                           "[argmax != y] of that input (App. D.1, Fig. 3: correlation 0.95 with ce)")
+    file: str | None = Field(None, description="CSV from 'advcore analyze difficulty' that ranks data.subset "
+                                               "easiest:N / hardest:N")
 
 
 @hookimpl
 def advcore_plugin_info():
     return PluginInfo(summary="record per-sample training losses for instance difficulty (analyze difficulty)",
                       options=Options)
+
+
+@hookimpl
+def advcore_training_subset(options, dataset, kind, n):
+    """data.subset easiest:N / hardest:N, ranked by the difficulty CSV in options.difficulty.file."""
+    if kind not in SUBSET_KINDS:
+        return None
+    return ranked_by_difficulty(f"{kind}:{n}", dataset, options[NAME].file)
 
 
 @hookimpl

@@ -2,17 +2,18 @@
 
 import csv
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from advcore.testing import run_cli
-from advcore import load_config
-from advcore import Dataset
-from advcore.difficulty import (LOSS_SUM, VISITS, DifficultyError, d_distance, difficulty_scores, load_table,
-                                subset_indices)
+from advcore import DataError, Dataset, load_config, subset_indices
 from advcore.errors import ConfigError
+from advcore_difficulty.scores import (LOSS_SUM, VISITS, DifficultyError, d_distance, difficulty_scores, load_table,
+                                       ranked_by_difficulty)
 from advcore.testing import tiny_batch, tiny_config, tiny_run
 from advcore.testing import train, train_step
 
@@ -116,10 +117,10 @@ def test_easiest_and_hardest_subsets_are_class_balanced_by_difficulty(two_seeds,
     a, _ = two_seeds
     run_cli(["analyze", "difficulty", str(a), "--csv", str(tmp_path / "d.csv")])
     table = load_table(a)[0]
-    run = tiny_run(["pgd-at"], data={"subset": "easiest:100", "difficulty_file": str(tmp_path / "d.csv")})
+    ranking = {"difficulty": {"file": str(tmp_path / "d.csv")}}
+    run = tiny_run(["pgd-at", "difficulty"], ranking, data={"subset": "easiest:100"})
     easy = run.loader.indices
-    hard = tiny_run(["pgd-at"], data={"subset": "hardest:100", "difficulty_file": str(tmp_path / "d.csv")}
-                    ).loader.indices
+    hard = tiny_run(["pgd-at", "difficulty"], ranking, data={"subset": "hardest:100"}).loader.indices
     labels = run.train_set.labels
     assert torch.bincount(labels[easy], minlength=10).tolist() == [10] * 10
     assert torch.bincount(labels[hard], minlength=10).tolist() == [10] * 10
@@ -143,19 +144,32 @@ def test_random_subset_is_class_balanced_and_seeded():
 
 def test_subset_errors_name_the_fix(tmp_path):
     ds = Dataset(torch.zeros(8, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 1] * 4), 2, "toy")
-    with pytest.raises(DifficultyError, match="needs data.difficulty_file"):
-        subset_indices("easiest:4", ds)
+    with pytest.raises(DifficultyError, match="needs options.difficulty.file"):
+        ranked_by_difficulty("easiest:4", ds, None)
     with pytest.raises(DifficultyError, match="does not exist"):
-        subset_indices("hardest:4", ds, difficulty_file=tmp_path / "missing.csv")
+        ranked_by_difficulty("hardest:4", ds, tmp_path / "missing.csv")
     (tmp_path / "d.csv").write_text("index,label,loss,difficulty,visits\n0,1,0.5,0.5,1\n")
     with pytest.raises(DifficultyError, match="labels differ"):
-        subset_indices("easiest:2", ds, difficulty_file=tmp_path / "d.csv")
+        ranked_by_difficulty("easiest:2", ds, tmp_path / "d.csv")
     (tmp_path / "d.csv").write_text("index,label,loss,difficulty,visits\n0,0,0.5,0.5,1\n")
-    with pytest.raises(DifficultyError, match="class 0 has 1 ranked samples but 2"):
-        subset_indices("easiest:4", ds, difficulty_file=tmp_path / "d.csv")
-    with pytest.raises(ConfigError, match=r"data\.subset: .*easiest:N, hardest:N, random:N"):
-        load_config(overrides=["data.subset=medium:5"])
+    with pytest.raises(DataError, match="class 0 has 1 ranked samples but 2"):
+        ranked_by_difficulty("easiest:4", ds, tmp_path / "d.csv")
+    with pytest.raises(DataError, match="no enabled plugin ranks 'easiest' subsets"):
+        subset_indices("easiest:4", ds)
+    with pytest.raises(ConfigError, match=r"data\.subset: .*a positive count N, random:N, or KIND:N"):
+        load_config(overrides=["data.subset=easiest:0"])
     assert load_config(overrides=["data.subset=40"]).data.subset == 40
+
+
+def test_a_ranked_subset_without_the_plugin_is_one_line(tmp_path):
+    """The core does not rank easiest:N itself: without --plugin difficulty the run refuses, in one line."""
+    proc = subprocess.run([sys.executable, "-m", "advcore", "train", "--plugin", "pgd-at", "--subset", "easiest:10",
+                           "--epochs", "1", "--set", "device=cpu"], capture_output=True, text=True, cwd=tmp_path,
+                          env=dict(os.environ, ADVCORE_PROGRESS="0", OMP_NUM_THREADS="1"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        "data.subset easiest:10: no enabled plugin ranks 'easiest' subsets; enable the plugin that provides it "
+        "(advcore plugins lists them) or use N or random:N")
 
 
 def test_analyze_without_history_is_one_line(tmp_path):

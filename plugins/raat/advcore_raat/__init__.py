@@ -55,7 +55,6 @@ class Options(PluginOptions):
     dicar_start: int = Field(0, ge=0, description="first epoch (from 0) with the DICAR term (RAAT#: 105 of 200)")
 
 
-EMA_KEY = "advcore.ema"  # the core's weight average in run.stash (docs/architecture.md)
 
 
 def _options(run) -> Options:
@@ -83,14 +82,14 @@ def advcore_data_views():
 
 @hookimpl
 def advcore_on_run_start(run):
-    if _options(run).indicators == "ema" and run.stash.get(EMA_KEY) is None:
+    if _options(run).indicators == "ema" and run.weight_average is None:
         raise ConfigError("raat indicators=ema needs the weight average: add --set ema.decay=0.999 "
                           "(RAAT#), or use indicators=model")
 
 
 def _indicator_model(run, step):
     """The network whose eval-mode predictions split the rows: the model or its average (RAAT#)."""
-    return run.stash[EMA_KEY].module if _options(run).indicators == "ema" else step.model
+    return run.weight_average if _options(run).indicators == "ema" else step.model
 
 
 @hookimpl

@@ -38,7 +38,7 @@ def sharp_run(dicar_start=0):
     run = tiny_run(["raat"], {"raat": {**SHARP, "dicar_start": dicar_start}}, optim=FROZEN,
                    ema={"decay": 0.999}, attack={"eps": 0.3, "step_size": 0.1, "steps": 3})
     fit_clean(run.model, run.train_set)
-    average = run.stash["advcore.ema"].module
+    average = run.weight_average
     average.load_state_dict(run.model.state_dict())
     with torch.no_grad():  # an average that disagrees with the model, so the indicators' source matters
         for p in average.parameters():
@@ -86,19 +86,19 @@ def hand_loss(model, average, x, adv, y, b, epoch_has_dicar, seed, global_step):
 @pytest.mark.parametrize("dicar_start, epoch", [(0, 0), (3, 2)])
 def test_one_raat_sharp_step_matches_the_hand_derivation(dicar_start, epoch):
     run = sharp_run(dicar_start)
-    model, average = copy.deepcopy(run.model), copy.deepcopy(run.stash["advcore.ema"].module)
+    model, average = copy.deepcopy(run.model), copy.deepcopy(run.weight_average)
     step = train_step(run, two_view_batch(run), epoch, 0)
     b = step.size // 2
     expected, boundary, pairs = hand_loss(model, average, step.x, step.examples["attack"], step.y, b,
                                           epoch >= dicar_start, run.config.seed, 0)
     assert step.loss.item() == pytest.approx(expected.item(), abs=1e-6)
-    assert torch.equal(step.groups["raat/boundary"], boundary) and boundary.any()  # x'' rows are exercised
+    assert torch.equal(step.groups["raat.boundary"], boundary) and boundary.any()  # x'' rows are exercised
     assert torch.equal(step.weights, torch.cat([torch.ones(b), torch.zeros(b)]))
-    assert step.records["raat/dicar_pairs"][0] == pairs.numel() > 0
+    assert step.records["raat.dicar_pairs"][0] == pairs.numel() > 0
     # the indicators are the average's: the model's own split differs on this batch
     with torch.no_grad():
         own = model.eval()(step.x).argmax(1) == step.y
-    assert not torch.equal(own, ~step.groups["raat/misclassified"])
+    assert not torch.equal(own, ~step.groups["raat.misclassified"])
 
 
 def test_indicators_from_the_ema_need_the_weight_average():

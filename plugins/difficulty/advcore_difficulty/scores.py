@@ -7,31 +7,30 @@ below. From that history, L(x) is the sample's average loss over training and
     d(x) = P(L(x) < L(e)) + 1/2 P(L(x) = L(e)),   e ~ U(D)
 
 is 0 for the hardest sample of D and 1 for the easiest. Two difficulty functions are compared
-with the D-distance E_x |d1(x) - d2(x)| (App. D.1). Class-balanced easiest/hardest/random
-subsets (Sec. 4.1) are built from a CSV that ``advcore analyze difficulty`` writes.
+with the D-distance E_x |d1(x) - d2(x)| (App. D.1). Class-balanced easiest/hardest subsets
+(Sec. 4.1, ``data.subset = "easiest:N"``) are ranked from a CSV that ``advcore analyze
+difficulty`` writes (``options.difficulty.file``). Moved here from the core, which names no method.
 """
 
 from __future__ import annotations
 
 import csv
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .errors import AdvcoreError
+from advcore.errors import AdvcoreError
 
 __all__ = ["LOSS_SUM", "VISITS", "LABEL", "DifficultyError", "DifficultyTable", "difficulty_scores", "d_distance",
-           "table_from_state", "load_table", "write_csv", "read_csv", "group_curves", "parse_subset",
-           "subset_indices"]
+           "table_from_state", "load_table", "write_csv", "read_csv", "group_curves", "SUBSET_KINDS",
+           "ranked_by_difficulty"]
 
 LOSS_SUM = "difficulty.loss_sum"  # [N, epochs] float: summed training loss of the sample in each epoch
 VISITS = "difficulty.visits"      # [N, epochs] int: how many times the sample was trained on in each epoch
 LABEL = "difficulty.label"        # [N] int: the label it was trained with (-1: never seen)
 
-SUBSET_KINDS = ("easiest", "hardest", "random")
-_SPEC = re.compile(r"^(easiest|hardest|random):([1-9][0-9]*)$")
+SUBSET_KINDS = ("easiest", "hardest")  # data.subset KIND:N this plugin ranks (random:N is the core's)
 
 
 class DifficultyError(AdvcoreError):
@@ -99,7 +98,7 @@ def table_from_state(loss_sum: torch.Tensor, visits: torch.Tensor, label: torch.
 
 def load_table(path: str | Path) -> tuple[DifficultyTable, dict[str, torch.Tensor]]:
     """The difficulty table of a run directory or checkpoint, and its raw per-epoch history."""
-    from .checkpoint import load_checkpoint
+    from advcore import load_checkpoint
 
     _, tensors = load_checkpoint(path)
     names = [f"state.{n}" for n in (LOSS_SUM, VISITS, LABEL)]
@@ -153,62 +152,27 @@ def group_curves(table: DifficultyTable, loss_sum: torch.Tensor, visits: torch.T
 # --- training subsets (Sec. 4.1) --------------------------------------------------------------
 
 
-def parse_subset(value: int | str | None) -> int | str | None:
-    """data.subset: N (the first N, class-balanced) or "easiest:N" / "hardest:N" / "random:N"."""
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        if text.isdigit() and int(text) >= 1:
-            return int(text)
-        if _SPEC.match(text):
-            return text
-    raise ValueError(f"invalid value {value!r} (allowed: a positive count N, or easiest:N, hardest:N, random:N)")
+def ranked_by_difficulty(spec: str, dataset, difficulty_file: str | Path | None) -> torch.Tensor:
+    """data.subset easiest:N / hardest:N: per class the N // K samples of largest / smallest d (Sec. 4.1).
 
-
-def _per_class(n: int, num_classes: int) -> list[int]:
-    return [n // num_classes + (1 if c < n % num_classes else 0) for c in range(num_classes)]
-
-
-def subset_indices(spec: int | str, dataset, *, seed: int = 0,
-                   difficulty_file: str | Path | None = None) -> torch.Tensor:
-    """Sorted indices of a class-balanced subset of ``dataset``: N // K (+1 for the first N % K classes) per class.
-
-    "easiest"/"hardest" rank each class by the difficulty in ``difficulty_file`` (ties: lower
-    index first); "random" draws uniformly within each class with ``seed``.
+    Ranks each class by the difficulty in ``difficulty_file`` (ties: lower index first); the
+    class-balanced pick itself is the core's ``ranked_subset``.
     """
-    from .data import class_balanced_subset
+    from advcore import ranked_subset
 
-    if isinstance(spec, int):
-        return class_balanced_subset(dataset, spec)
-    kind, n = spec.split(":")
-    n, labels = int(n), dataset.labels.cpu()
-    if n > labels.numel():
+    kind = spec.split(":")[0]
+    labels = dataset.labels.cpu()
+    if int(spec.split(":")[1]) > labels.numel():
         raise DifficultyError(f"data.subset {spec}: the training set has only {labels.numel()} samples; lower N")
-    if kind == "random":
-        candidates = torch.arange(labels.numel())
-        rank = torch.rand(labels.numel(), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    else:
-        if difficulty_file is None:
-            raise DifficultyError(f"data.subset {spec} needs data.difficulty_file, a CSV written by "
-                                  "advcore analyze difficulty RUN")
-        table = read_csv(difficulty_file)
-        keep = (table.index < labels.numel()).nonzero().squeeze(1)
-        keep = keep[table.index[keep].argsort()]
-        candidates, d = table.index[keep], table.difficulty[keep]
-        wrong = int((labels[candidates] != table.label[keep]).sum())
-        if wrong:
-            raise DifficultyError(f"difficulty file {difficulty_file}: {wrong} labels differ from this training set; "
-                                  "it was computed on other data")
-        rank = -d if kind == "easiest" else d  # ascending rank: easiest = largest d first
-    chosen = []
-    for c, want in enumerate(_per_class(n, dataset.num_classes)):
-        mine = (labels[candidates] == c).nonzero().squeeze(1)
-        if mine.numel() < want:
-            raise DifficultyError(f"data.subset {spec}: class {c} has {mine.numel()} ranked samples but {want} are "
-                                  "needed for a class-balanced subset; lower N")
-        order = rank[mine].sort(stable=True).indices  # candidates are in index order, so ties keep it
-        chosen.append(candidates[mine[order[:want]]])
-    return torch.cat(chosen).sort().values
+    if difficulty_file is None:
+        raise DifficultyError(f"data.subset {spec} needs options.difficulty.file, a CSV written by "
+                              "advcore analyze difficulty RUN")
+    table = read_csv(difficulty_file)
+    keep = (table.index < labels.numel()).nonzero().squeeze(1)
+    keep = keep[table.index[keep].argsort()]
+    candidates, d = table.index[keep], table.difficulty[keep]
+    wrong = int((labels[candidates] != table.label[keep]).sum())
+    if wrong:
+        raise DifficultyError(f"difficulty file {difficulty_file}: {wrong} labels differ from this training set; "
+                              "it was computed on other data")
+    return ranked_subset(spec, dataset, candidates, -d if kind == "easiest" else d)  # easiest = largest d first
