@@ -28,6 +28,6 @@ def test_reflect_border_mirrors_without_repeating_the_edge():
 
 def test_the_run_config_sets_the_border_and_rejects_bad_values():
     run = tiny_run(["standard"], data={"pad_fill": 0.5})
-    assert run.stash["advcore.loader"].augment.fill == 0.5
+    assert run.loader.augment.fill == 0.5
     with pytest.raises(ConfigError, match="data.pad_fill"):
         load_config(None, ["data.pad_fill=2"])

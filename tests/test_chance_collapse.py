@@ -32,7 +32,7 @@ def test_paper_004_composition_trains_on_the_default_run(tmp_path):
     assert len(epochs) == 7 and all(m["train_loss"] > 0.05 for m in epochs)
     # reweighting and adaptive targets are both active in epochs 6-7 (warm-up 5); digits has 10 classes
     assert epochs[-1]["clean_acc"] > 0.5 and epochs[-1]["robust_acc"] > 0.2
-    assert "reweight/effective_fraction" in epochs[-1] and "warning" not in output
+    assert "reweight.effective_fraction" in epochs[-1] and "warning" not in output
 
 
 def test_a_loss_at_ln_k_warns_and_names_the_awp_remedy():

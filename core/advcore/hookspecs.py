@@ -106,7 +106,8 @@ CONTRACT: tuple[HookContract, ...] = (
     HookContract("advcore_select_samples", "first for every batch", "`step.eps`, `step.step_size` [B], "
                  "`step.groups`", "none", per_step=True),
     HookContract("advcore_attack_objective", "for every batch and replay, before example generation",
-                 "nothing", "AttackObjective?", firstresult=True, per_step=True),
+                 "nothing; a wrapper may return a changed copy of the objective (IAAT republishes its mode)",
+                 "AttackObjective?", firstresult=True, wrappable=True, per_step=True),
     HookContract("advcore_generate_adversarial", "after the objective, model in `objective.mode`, no parameter "
                  "gradients", "nothing", "tensor like step.x", firstresult=True, wrappable=True, per_step=True),
     HookContract("advcore_attack_step", "inside a PGD-running adversary (pgd, fat), before each of its K steps",
