@@ -50,8 +50,6 @@ def train(
     twin: bool = typer.Option(False, "--twin", help="with --recipe: its scaled-down Fashion-MNIST twin"),
 ) -> None:
     """Train a model with the given plugins; prints clean and robust accuracy per epoch."""
-    from .trainer import train as run_training
-
     if twin and recipe is None:
         raise AdvcoreError("--twin needs --recipe NAME; run 'advcore recipes' to list them")
     chosen = _recipe(recipe) if recipe else None
@@ -60,6 +58,8 @@ def train(
                   **{"data.dataset": dataset, "data.data_dir": data_dir, "data.subset": subset})
     if resume and out is None:
         raise AdvcoreError("--resume needs --out DIR, the run directory to continue")
+    from .trainer import train as run_training  # torch loads here, after the config is valid
+
     history = run_training(cfg, out, resume=resume, fallback=fallback, tensorboard=tensorboard,
                            log=lambda line: typer.echo(line))
     if history and os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
@@ -479,25 +479,53 @@ def analyze_gap(
         typer.echo(f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}")
 
 
-def main() -> None:
-    """Entry point: user errors print one line and exit 2 (ADVCORE_RAISE_ERRORS=1 re-raises)."""
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"advcore {version('advcore')}")
+        except PackageNotFoundError:  # a source tree that was never installed
+            from . import __version__
+
+            typer.echo(f"advcore {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                       help="print the version and exit")) -> None:
+    """Adversarial training whose methods are plugins."""
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Entry point with the documented exit codes (docs/errors.md#exit-codes).
+
+    0 ok, 1 a problem the user can fix (one line ``error: ...``), 2 a usage error (click's
+    usage message), 3 a flagged evaluation, 130 interrupted. Click runs in non-standalone
+    mode so that AdvcoreError reaches us; its exceptions are typer's vendored click
+    (``typer._click``), not the ``click`` package. ADVCORE_RAISE_ERRORS=1 re-raises.
+    """
+    from typer._click import exceptions as cx
+
     try:
-        app(standalone_mode=False)
+        code = app(args=argv, standalone_mode=False, prog_name="advcore")
     except AdvcoreError as exc:
         if os.environ.get("ADVCORE_RAISE_ERRORS") == "1":
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors and aborts
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, (click.exceptions.Abort, KeyboardInterrupt)):
-            typer.echo("aborted", err=True)
-            sys.exit(130)
-        raise
+    except cx.ClickException as exc:  # usage errors, bad parameters: exit 2
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (cx.Abort, KeyboardInterrupt):
+        typer.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except cx.Exit as exc:
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:  # `advcore plugins | head`
+        sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

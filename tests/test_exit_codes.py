@@ -1,0 +1,70 @@
+"""The exit-code table of docs/errors.md, row by row, through the installed ``advcore`` script."""
+
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cli_exe import ENV, EXE, advcore, one_line
+
+
+def test_version_prints_the_installed_version():
+    from importlib.metadata import version
+
+    proc = advcore("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"advcore {version('advcore')}"
+
+
+def test_help_exits_0():
+    proc = advcore("--help")
+    assert proc.returncode == 0 and "train" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_a_user_error_exits_1_with_one_line():
+    proc = advcore("train", "--set", "attack.eps=3")
+    assert proc.returncode == 1
+    assert one_line(proc).startswith("error: invalid configuration: attack.eps:")
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--bogus"], "No such option: --bogus"),
+    (["eval"], "Missing argument 'checkpoint'"),
+    (["nosuch"], "No such command 'nosuch'"),
+    (["train", "--epochs", "x"], "Invalid value for '--epochs'"),
+    (["train", "--plugin"], "Option '--plugin' requires an argument"),
+    (["eval", "run", "--n", "many"], "Invalid value for '--n'"),
+    (["plot"], "Usage: advcore plot"),
+    ([], "Usage: advcore"),
+])
+def test_usage_errors_exit_2_with_clicks_short_message(args, says):
+    proc = advcore(*args)
+    assert proc.returncode == 2, proc.stderr
+    text = proc.stdout + proc.stderr
+    assert "Traceback" not in text and says in re.sub(r"[\s│╭╰─╮╯]+", " ", text), text
+    assert len(text.strip().splitlines()) < 40
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["--bogus"], ["train", "--epochs", "x"],
+                                  ["train", "--set", "attack.eps=3"], ["recipes"]])
+def test_these_answer_without_importing_torch(args):
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "advcore", *args], capture_output=True,
+                          text=True, env=ENV, timeout=120)
+    modules = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert modules and "torch" not in modules, sorted(m for m in modules if "torch" in m)[:5]
+
+
+def test_ctrl_c_exits_130(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([EXE, "train", "--plugin", "standard", "--epochs", "50", "--subset", "64",
+                             "--set", "model.width=8", "--set", "eval.n=16", "--set", "data.batch_size=16",
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and f"advcore train --out {out} --resume" in err
