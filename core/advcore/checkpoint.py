@@ -1,7 +1,10 @@
 """Checkpoints: one safetensors file of tensors plus a JSON manifest, written atomically.
 
 Never pickles: tensors go through safetensors, everything else through JSON. The manifest
-carries a SHA-256 of the tensor file, so truncation or corruption is detected on load.
+carries a SHA-256 of the tensor file and one of itself (``manifest_sha256``, over its
+canonical JSON without that key), so truncation, corruption or a hand-edited manifest is
+refused on load in one line naming the file. After each replace the directory is fsynced,
+so the switch survives a power cut.
 """
 
 from __future__ import annotations
@@ -20,8 +23,34 @@ from safetensors.torch import load_file, save_file
 from .errors import CheckpointError
 
 FORMAT = 1
+FALLBACK_ORDER = ("last", "previous", "best")  # newest first: what --fallback walks through
+REQUIRED = {"epoch": int, "batch": int, "global_step": int, "config": dict, "optimizer": dict, "rng": dict}
 __all__ = ["save_checkpoint", "load_checkpoint", "flatten_optimizer", "unflatten_optimizer",
-           "capture_rng", "restore_rng", "checkpoint_paths"]
+           "capture_rng", "restore_rng", "checkpoint_paths", "seal_manifest", "FALLBACK_ORDER"]
+
+
+def _manifest_digest(manifest: dict[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def seal_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with its own checksum set (after a deliberate edit, e.g. in a test)."""
+    return dict(manifest, manifest_sha256=_manifest_digest(manifest))
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (POSIX: the directory entry lives in the directory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory
+    finally:
+        os.close(fd)
 
 
 def checkpoint_paths(path: str | Path) -> Path:
@@ -49,6 +78,7 @@ def _atomic_write(path: Path, write) -> None:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -74,7 +104,8 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], manifest
         digest = _sha256(staged)
         tensor_path = manifest_path.with_name(f"{manifest_path.stem}-{digest[:12]}.safetensors")
         os.replace(staged, tensor_path)
-        manifest = dict(manifest, format=FORMAT, tensors_file=tensor_path.name, sha256=digest)
+        _fsync_dir(tensor_path.parent)
+        manifest = seal_manifest(dict(manifest, format=FORMAT, tensors_file=tensor_path.name, sha256=digest))
         text = json.dumps(manifest, indent=1, sort_keys=True)
         if keep_previous and old_file is not None and old_file != tensor_path:
             stale = _referenced_file(previous)
@@ -113,6 +144,14 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
         raise CheckpointError(f"checkpoint manifest {manifest_path} is corrupt (not JSON); use another checkpoint") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "tensors_file" not in manifest:
         raise CheckpointError(f"{manifest_path} is not an advcore format-{FORMAT} checkpoint manifest")
+    if manifest.get("manifest_sha256") != _manifest_digest(manifest):
+        raise CheckpointError(f"checkpoint manifest {manifest_path} was edited or damaged (its checksum does not "
+                              f"match); use another checkpoint")
+    bad = [k for k, kind in REQUIRED.items() if k in manifest and not isinstance(manifest[k], kind)]
+    if bad:
+        raise CheckpointError(f"checkpoint manifest {manifest_path} has a malformed {bad[0]}; use another checkpoint")
+    if not isinstance(manifest["tensors_file"], str) or "/" in manifest["tensors_file"]:
+        raise CheckpointError(f"checkpoint manifest {manifest_path} names no tensor file of its own; use another checkpoint")
     tensor_path = manifest_path.with_name(manifest["tensors_file"])
     if not tensor_path.is_file():
         raise CheckpointError(f"checkpoint {manifest_path} names {tensor_path.name}, which is missing; use another checkpoint")

@@ -43,7 +43,10 @@ def train(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda"),
     init_from: Optional[str] = typer.Option(None, help="start from this checkpoint's model weights"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
-    fallback: bool = typer.Option(False, "--fallback", help="with --resume: use the previous checkpoint if the last is corrupt"),
+    fallback: bool = typer.Option(False, "--fallback", help="with --resume: walk back to the newest intact checkpoint "
+                                                              "(previous, best) if the last is missing or corrupt"),
+    allow_change: bool = typer.Option(False, "--allow-change", help="with --resume: accept options that change the run's "
+                                                                      "config (recorded in OUT/config_history.jsonl)"),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="also write the metrics for TensorBoard to OUT/tensorboard"),
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="start from a paper recipe (advcore recipes); "
                                                                         "other flags override it"),
@@ -53,15 +56,25 @@ def train(
     if twin and recipe is None:
         raise AdvcoreError("--twin needs --recipe NAME; run 'advcore recipes' to list them")
     chosen = _recipe(recipe) if recipe else None
-    cfg = _config(plugin, config, set_, base=chosen.run_config(twin, epochs) if chosen else None, epochs=epochs, seed=seed,
-                  device=device, init_from=init_from,
-                  **{"data.dataset": dataset, "data.data_dir": data_dir, "data.subset": subset})
+    fields = {"epochs": epochs, "seed": seed, "device": device, "init_from": init_from, "data.dataset": dataset,
+              "data.data_dir": data_dir, "data.subset": subset}
     if resume and out is None:
         raise AdvcoreError("--resume needs --out DIR, the run directory to continue")
+    if (fallback or allow_change) and not resume:
+        raise AdvcoreError(f"{'--fallback' if fallback else '--allow-change'} only applies with --resume")
+    changes: dict = {}
+    if resume:  # the run's own config.json; the command line may only restate it (advcore.resume)
+        from .resume import resume_config
+
+        cfg, changes = resume_config(out, config_file=config, sets=set_, fields=fields, plugins=list(plugin or []),
+                                     recipe_base=chosen.run_config(twin, epochs) if chosen else None,
+                                     allow_change=allow_change)
+    else:
+        cfg = _config(plugin, config, set_, base=chosen.run_config(twin, epochs) if chosen else None, **fields)
     from .trainer import train as run_training  # torch loads here, after the config is valid
 
     history = run_training(cfg, out, resume=resume, fallback=fallback, tensorboard=tensorboard,
-                           log=lambda line: typer.echo(line))
+                           log=lambda line: typer.echo(line), changes=changes)
     if history and os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         last = history[-1]
         typer.echo(f"final: clean_acc={last.get('clean_acc', float('nan')):.4f} "

@@ -154,6 +154,14 @@ class SpeedConfig(_Section):
         return value
 
 
+class CheckpointConfig(_Section):
+    """In-epoch checkpoints (besides the one after every epoch), so ``kill -9`` loses little work."""
+
+    every_steps: int | None = Field(None, ge=1, description="also write checkpoints/last every N training steps")
+    every_seconds: float | None = Field(None, gt=0, description="also write checkpoints/last when this many seconds "
+                                                                "passed since the previous one")
+
+
 class RecipeRef(_Section):
     """Which paper recipe a run came from, so ``advcore report`` can set its numbers beside the paper's."""
 
@@ -166,7 +174,7 @@ class RunConfig(_Section):
     plugins: list[str] = Field(default_factory=list)
     options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-plugin options")
     epochs: int = Field(5, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63, description="random seed, 0 <= seed < 2**63 (torch's generator range)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     deterministic: bool = Field(False, description="deterministic algorithms (bitwise resume on CPU)")
     init_from: str | None = Field(None, description="checkpoint whose model weights start the run")
@@ -177,6 +185,7 @@ class RunConfig(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     ema: EmaConfig = Field(default_factory=EmaConfig)
     speed: SpeedConfig = Field(default_factory=SpeedConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
 
     @model_validator(mode="after")
     def _milestones_inside_run(self) -> "RunConfig":
