@@ -115,15 +115,29 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], manifest
                 stale.unlink(missing_ok=True)
             old_file = None  # now referenced by previous.json
         _atomic_write(manifest_path, lambda p: p.write_text(text))
-    except OSError as exc:
+    except Exception as exc:  # OSError, and safetensors' SafetensorError wrapping one (a full disk)
         staged.unlink(missing_ok=True)
+        if not isinstance(exc, OSError) and "safetensor" not in type(exc).__name__.lower():
+            raise
         raise CheckpointError(
-            f"could not write checkpoint {manifest_path}: {exc.strerror or exc}; the previous checkpoint "
+            f"could not write checkpoint {manifest_path}: {_why(exc)}; the previous checkpoint "
             f"was kept, free disk space and resume"
         ) from None
     if old_file is not None and old_file != tensor_path:
         old_file.unlink(missing_ok=True)
     return manifest_path
+
+
+def _why(exc: Exception) -> str:
+    """The OS reason of a failed write, also when safetensors wrapped it in its own error."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc)
+    for code in (28, 13, 30, 122):  # ENOSPC, EACCES, EROFS, EDQUOT as Rust's io::Error prints them
+        name = os.strerror(code)
+        if name.lower() in text.lower() or f"os error {code}" in text:
+            return name
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _referenced_file(manifest_path: Path) -> Path | None:

@@ -142,9 +142,22 @@ EpsOpt = typer.Option(None, "--eps", help="budget, e.g. 0.1 or 8/255 (default: t
 
 
 def _eps(text: Optional[str]) -> Optional[float]:
-    from .sweeps import parse_values
+    """``--eps 0.1`` or ``8/255``: a positive number (checked before torch loads)."""
+    if text is None:
+        return None
+    from .config import parse_fraction
 
-    return None if text is None else parse_values(text)[0]
+    try:
+        value = parse_fraction(text)
+    except ValueError as exc:
+        raise AdvcoreError(f"--eps: {exc}") from None
+    try:
+        value = float(value)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value == value and value != float("inf")):
+        raise AdvcoreError(f"--eps {text}: the budget must be a positive number, e.g. 0.1 or 8/255")
+    return value
 
 
 @app.command("eval")
@@ -153,17 +166,17 @@ def eval_(
     attack: Optional[List[str]] = typer.Option(
         None, "--attack", "-a", help="pgd, pgd-K, cw, mim, fgsm, square, square-Q, autoattack (repeatable; "
                                      "default: pgd and autoattack)"),
-    n: Optional[int] = typer.Option(None, help="test samples to evaluate (default: all)"),
+    n: Optional[int] = typer.Option(None, min=1, help="test samples to evaluate (default: all)"),
     eps: Optional[str] = EpsOpt,
     norm: Optional[str] = NormOpt,
-    pgd_steps: int = typer.Option(20, help="steps of pgd, cw and mim"),
-    restarts: int = typer.Option(1, help="random restarts of pgd and cw"),
+    pgd_steps: int = typer.Option(20, min=1, help="steps of pgd, cw and mim"),
+    restarts: int = typer.Option(1, min=1, help="random restarts of pgd and cw"),
     step_size: Optional[float] = typer.Option(None, help="step size of pgd and cw (default eps/4)"),
-    square_queries: int = typer.Option(5000, help="queries of the square attack"),
+    square_queries: int = typer.Option(5000, min=1, help="queries of the square attack"),
     aa_version: str = typer.Option("standard", help="AutoAttack version: standard, plus, rand, custom"),
     aa_attack: Optional[List[str]] = typer.Option(
         None, "--aa-attack", help="with --aa-version custom: apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square (repeatable)"),
-    batch_size: int = typer.Option(256, help="samples per attack batch"),
+    batch_size: int = typer.Option(256, min=1, help="samples per attack batch"),
     device: str = typer.Option("auto", help="auto, cpu, cuda"),
     ema: bool = typer.Option(False, "--ema", help="evaluate the checkpoint's EMA weights (train with ema.decay)"),
     arch: Optional[str] = ArchOpt,
@@ -180,10 +193,14 @@ def eval_(
     markdown: bool = typer.Option(False, "--markdown", help="print a Markdown table"),
 ) -> None:
     """Clean accuracy and accuracy under attacks for a checkpoint or a state dict file."""
+    budget = _eps(eps)
+    if not checkpoint.exists():
+        raise AdvcoreError(f"checkpoint {checkpoint} not found; pass a run directory, a checkpoint .json or a "
+                           f"state dict file")
     from .evaluate import evaluate_checkpoint, format_result, markdown_table
 
     result = evaluate_checkpoint(
-        checkpoint, attacks=list(attack or ["pgd", "autoattack"]), n=n, eps=_eps(eps), norm=norm, pgd_steps=pgd_steps,
+        checkpoint, attacks=list(attack or ["pgd", "autoattack"]), n=n, eps=budget, norm=norm, pgd_steps=pgd_steps,
         restarts=restarts, step_size=step_size, device=device, aa_version=aa_version, aa_attacks=aa_attack,
         square_queries=square_queries, batch_size=batch_size, ema=ema, arch=arch, dataset=dataset, data_dir=data_dir,
         width=width, normalize=normalize, checks=checks, surrogate=surrogate, corruptions=corruptions, out=out)

@@ -202,7 +202,7 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     """One line per problem: ``key: what is wrong (allowed: ...)``."""
     lines = []
     for err in exc.errors():
-        key = prefix + ".".join(str(p) for p in err["loc"])
+        key = (prefix + ".".join(str(p) for p in err["loc"])).rstrip(".")  # a model validator has no field
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
