@@ -128,3 +128,34 @@ def test_corrupt_last_checkpoint_falls_back_to_previous_when_asked(tmp_path):
     history = train(config, tmp_path, resume=True, fallback=True, log=lines.append)
     assert any("falling back" in line for line in lines)
     assert [m["epoch"] for m in history] == [1, 2, 3]  # epoch 2 is redone from the epoch-1 checkpoint
+
+
+def _small_filesystem(path: Path, size: str) -> bool:
+    """Mount a tmpfs of ``size`` at ``path`` (needs root and a mount namespace that allows it)."""
+    path.mkdir()
+    if os.geteuid() != 0:
+        return False
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+def test_a_full_disk_through_the_executable_is_one_line_and_keeps_the_checkpoint(tmp_path):
+    disk = tmp_path / "disk"
+    if not _small_filesystem(disk, "160k"):
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        out = disk / "run"
+        args = ["--plugin", "standard", "--epochs", "4", "--subset", "32", "--set", "model.width=4",
+                "--set", "eval.n=8", "--set", "eval.pgd_steps=1", "--set", "data.batch_size=16", "--out", str(out)]
+        exe = str(Path(sys.executable).with_name("advcore"))
+        proc = subprocess.run([exe, "train", *args], capture_output=True, text=True, timeout=600,
+                              env=dict(os.environ, ADVCORE_PROGRESS="0"))
+        assert proc.returncode == 1, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in proc.stderr
+        assert "No space left on device; the previous checkpoint was kept" in lines[0]
+        if (out / "checkpoints" / "last.json").exists():  # what was committed before the disk filled loads
+            ckpt.load_checkpoint(out)
+        assert not list((out / "checkpoints").glob("*.tmp"))
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
