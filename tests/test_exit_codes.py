@@ -68,3 +68,16 @@ def test_ctrl_c_exits_130(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and f"advcore train --out {out} --resume" in err
+
+
+def test_a_package_adds_a_command_through_the_advcore_commands_entry_point():
+    import os
+    from pathlib import Path
+
+    fixtures = Path(__file__).parent / "fixtures"
+    env = {"PYTHONPATH": f"{fixtures}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    assert "hello" in advcore("--help", env=env).stdout
+    proc = advcore("hello", "world", env=env)
+    assert proc.returncode == 0 and proc.stdout == "hello world\n"
+    assert advcore("hello", env=env).returncode == 2  # its usage errors are click's too
+    assert advcore("hello", "world").returncode == 2  # not installed: no such command

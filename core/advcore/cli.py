@@ -509,6 +509,27 @@ def analyze_gap(
         typer.echo(f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}")
 
 
+def register_commands(target: typer.Typer) -> None:
+    """Add the commands of installed packages: entry points in the ``advcore.commands`` group.
+
+    Each entry point names a function ``register(app)`` that adds commands to the typer app,
+    as llm's ``register_commands`` does. It runs on every ``advcore`` call, so it must not
+    import torch at module level: import heavy modules inside the command. A package that
+    fails to register is reported in one line and skipped.
+    """
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="advcore.commands"):
+        try:
+            ep.load()(target)
+        except Exception as exc:  # noqa: BLE001 - a broken third-party package must not break advcore
+            typer.echo(f"warning: commands from {ep.value} could not be added ({type(exc).__name__}: {exc}); "
+                       f"fix or uninstall that package", err=True)
+
+
+register_commands(app)
+
+
 def _version(value: bool) -> None:
     if value:
         from importlib.metadata import PackageNotFoundError, version
