@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, _merge, load_config
+from pydantic import ValidationError
+
+from .config import RunConfig, _merge, format_validation_error, load_config
 from .errors import CheckpointError, ConfigError
 
 __all__ = ["resume_config", "config_diff", "record_changes"]
@@ -45,6 +47,9 @@ def run_config_data(out: Path) -> dict[str, Any]:
         RunConfig.model_validate(data)
     except FileNotFoundError:
         raise CheckpointError(f"cannot resume {out}: its config.json is missing; restore it or start a new run") from None
+    except ValidationError as exc:
+        raise CheckpointError(f"cannot resume {out}: its config.json is not a valid run config "
+                              f"({format_validation_error(exc)}); restore it or start a new run") from None
     except (ValueError, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"cannot resume {out}: its config.json is not a valid run config ({first}); "
