@@ -81,3 +81,21 @@ def test_a_package_adds_a_command_through_the_advcore_commands_entry_point():
     assert proc.returncode == 0 and proc.stdout == "hello world\n"
     assert advcore("hello", env=env).returncode == 2  # its usage errors are click's too
     assert advcore("hello", "world").returncode == 2  # not installed: no such command
+
+
+def test_a_flagged_evaluation_exits_3(tmp_path):
+    """A network whose weights are all zero predicts one class whatever the input: no attack,
+    however strong, lowers its accuracy, so the eps-to-zero check must flag it."""
+    import torch
+    from safetensors.torch import save_file
+
+    from advcore.models import build_model
+
+    model = build_model("small-cnn", num_classes=10, in_channels=1, image_size=8, width=8)
+    save_file({k: (torch.zeros_like(v) if v.is_floating_point() else v).contiguous()
+               for k, v in model.state_dict().items()}, str(tmp_path / "constant.safetensors"))
+    proc = advcore("eval", tmp_path / "constant.safetensors", "--arch", "small-cnn", "--dataset", "digits",
+                   "--width", "8", "--checks", "-a", "pgd-5", "--n", "32", "--square-queries", "20", "--device", "cpu")
+    assert proc.returncode == 3, proc.stderr
+    assert "FLAGGED: possible gradient masking, failed checks: eps_to_zero" in proc.stderr
+    assert "Traceback" not in proc.stderr
