@@ -165,3 +165,61 @@ def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path, pl
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert _metrics(full) == _metrics(split)
+
+
+# --- every built-in plugin: an in-epoch checkpoint resumes bit for bit (in-process, cheap) ----------
+
+BUILT_IN = ["standard", "pgd-at", "trades", "mart", "alp", "awp", "cons-at", "difficulty", "fast-atta", "fgsm-rs",
+            "free", "he", "iaat", "raat", "reweight", "adaptive-targets", "hat"]
+
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL: nothing after it runs, not even the trainer's signal handling."""
+
+
+class _KillAtStep:
+    def __init__(self, at: tuple[int, int] | None):
+        self.at = at
+
+    from advcore import hookimpl
+
+    @hookimpl
+    def advcore_after_step(self, run, step):
+        if (step.epoch, step.batch) == self.at:
+            raise _Killed
+
+
+@pytest.mark.parametrize("plugin", BUILT_IN)
+def test_every_built_in_plugin_resumes_bitwise_from_an_in_epoch_checkpoint(tmp_path, plugin, monkeypatch):
+    from advcore import trainer
+    from advcore.plugins import Installed, resolve
+    from advcore.testing import tiny_config
+
+    config = tiny_config([plugin], epochs=2, deterministic=True, data={"subset": 64, "batch_size": 16},
+                         eval={"n": 16, "pgd_steps": 1}, attack={"steps": 1}, checkpoint={"every_steps": 2})
+    original = trainer.build_run
+
+    def with_killer(at):
+        def build(cfg, out, **kw):
+            if cfg.plugins != [plugin]:  # e.g. HAT's own standard network: left alone
+                return original(cfg, out, **kw)
+            kw.pop("plugins", None)
+            return original(cfg, out, plugins=resolve(cfg.plugins) + [Installed("kill", "tests", "0", module=_KillAtStep(at))],
+                            **kw)
+        return build
+
+    monkeypatch.setattr(trainer, "build_run", original)  # restored after the test
+    trainer.build_run = with_killer(None)  # the same composition, never killed
+    trainer.train(config, tmp_path / "full", log=lambda _: None)
+    trainer.build_run = with_killer((1, 3))  # dies in the last batch of epoch 2, after an in-epoch checkpoint
+    with pytest.raises(_Killed):
+        trainer.train(config, tmp_path / "split", log=lambda _: None)
+    manifest = _manifest(tmp_path / "split")
+    assert manifest["epoch"] == 1 and 1 <= manifest["batch"] <= 3, (manifest["epoch"], manifest["batch"])
+    trainer.build_run = with_killer(None)
+    trainer.train(config, tmp_path / "split", resume=True, log=lambda _: None)
+    a, b = _tensors(tmp_path / "full"), _tensors(tmp_path / "split")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert _metrics(tmp_path / "full") == _metrics(tmp_path / "split")
