@@ -434,7 +434,10 @@ def _train(config: RunConfig, out: Path | None, *, resume: bool, rank: int, worl
     log(f"advcore: {config.data.dataset}, {len(loader)} batches/epoch, eps {run.eps:.4g}"
         + ("" if run.norm == "Linf" else f" ({run.norm})") + ", "
         f"plugins {' + '.join(run.plugin_names)}" + (f", resuming at epoch {start_epoch + 1}" if resume else ""))
+    restored_rng = ckpt.capture_rng() if resume else None
     run.hooks.on_run_start(run)
+    if restored_rng is not None:  # run-start work (e.g. HAT's helper network) must not shift the saved streams
+        ckpt.restore_rng(*restored_rng)
     saver = InEpochSaver(config.checkpoint.every_steps, config.checkpoint.every_seconds)
     with StopOnSignal() as stop, metrics_board(out, start_epoch, tensorboard and run.is_main()) as board:
         for epoch in range(start_epoch, config.epochs):
