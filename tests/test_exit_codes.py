@@ -48,7 +48,7 @@ def test_usage_errors_exit_2_with_clicks_short_message(args, says):
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["--bogus"], ["train", "--epochs", "x"],
-                                  ["train", "--set", "attack.eps=3"], ["recipes"]])
+                                  ["train", "--set", "attack.eps=3"], ["recipes"], ["plugins"]])
 def test_these_answer_without_importing_torch(args):
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "advcore", *args], capture_output=True,
                           text=True, env=ENV, timeout=120)
@@ -99,3 +99,14 @@ def test_a_flagged_evaluation_exits_3(tmp_path):
     assert proc.returncode == 3, proc.stderr
     assert "FLAGGED: possible gradient masking, failed checks: eps_to_zero" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_plugins_lists_from_metadata_and_details_on_request():
+    listing = advcore("plugins")
+    assert listing.returncode == 0
+    assert "trades  (advcore-trades " in listing.stdout and "hooks:" not in listing.stdout
+    one = advcore("plugins", "trades")
+    assert one.returncode == 0 and "hooks: attack_objective, loss_terms" in one.stdout
+    assert "--set options.trades.beta=6.0" in one.stdout and "mart" not in one.stdout
+    unknown = advcore("plugins", "nosuch")
+    assert unknown.returncode == 1 and one_line(unknown).startswith("error: unknown plugin 'nosuch'; installed plugins:")

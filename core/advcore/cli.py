@@ -382,12 +382,33 @@ def margin(
 
 
 @app.command()
-def plugins(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
-    """List installed plugins: name, package, hooks, options with defaults."""
+def plugins(
+    name: Optional[str] = typer.Argument(None, help="show one plugin's hooks and options"),
+    details: bool = typer.Option(False, "--details", help="hooks and options of every plugin (imports them)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON (with hooks and options)"),
+) -> None:
+    """List installed plugins; NAME, --details or --json also show hooks and options.
+
+    The plain listing reads entry-point and package metadata only, so it imports neither
+    the plugin modules nor torch; the details import the plugins they describe.
+    """
     from .plugins import installed_plugins
 
+    found = installed_plugins()
+    if name is None and not details and not as_json:
+        from importlib.metadata import distribution
+
+        for p in found.values():
+            summary = distribution(p.package).metadata.get("Summary") or ""
+            typer.echo(f"{p.name}  ({p.package} {p.version})  {summary}".rstrip())
+        typer.echo("details: advcore plugins NAME, or advcore plugins --details")
+        return
+    if name is not None and name not in found:
+        raise AdvcoreError(f"unknown plugin {name!r}; installed plugins: {', '.join(found)}")
     rows = []
-    for p in installed_plugins().values():
+    for p in found.values():
+        if name is not None and p.name != name:
+            continue
         try:
             p.load()
         except AdvcoreError as exc:
@@ -569,10 +590,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     except cx.ClickException as exc:  # usage errors, bad parameters: exit 2
         exc.show()
         sys.exit(exc.exit_code)
-    except (cx.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):  # typer's own classes, not typer._click's
         typer.echo("error: interrupted", err=True)
         sys.exit(130)
-    except cx.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except BrokenPipeError:  # `advcore plugins | head`
         sys.exit(0)

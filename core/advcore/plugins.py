@@ -14,7 +14,6 @@ from types import ModuleType
 from typing import Any, Iterable
 
 import pluggy
-import torch
 from pydantic import BaseModel
 
 from . import hookspecs
@@ -77,6 +76,13 @@ class Installed:
             return []
         return sorted(n for n in dir(self.module) if n.startswith("advcore_")
                       and hasattr(getattr(self.module, n), "advcore_impl"))
+
+
+def _tensor_type() -> type:
+    """torch.Tensor, imported on first use: listing plugins (``advcore plugins``) needs no torch."""
+    import torch
+
+    return torch.Tensor
 
 
 def _plugin_info(module: Any) -> PluginInfo:
@@ -248,7 +254,7 @@ class Hooks:
         adv = self._call("advcore_generate_adversarial", run=run, step=step, objective=objective)
         if adv is None:
             raise PluginError("no plugin generates adversarial examples; add an adversary, e.g. --plugin pgd")
-        if not isinstance(adv, torch.Tensor) or adv.shape != step.x.shape:
+        if not isinstance(adv, _tensor_type()) or adv.shape != step.x.shape:
             raise PluginError(
                 f"advcore_generate_adversarial returned {_describe(adv)}; expected a tensor shaped {tuple(step.x.shape)}"
             )
@@ -280,7 +286,7 @@ class Hooks:
         out = self._call("advcore_adjust_logits", run=step.run, step=step, logits=logits, target=target)
         if out is None:
             return logits
-        if not isinstance(out, torch.Tensor) or out.shape != logits.shape:
+        if not isinstance(out, _tensor_type()) or out.shape != logits.shape:
             raise PluginError(f"advcore_adjust_logits returned {_describe(out)}; expected {tuple(logits.shape)}")
         return out
 
@@ -324,12 +330,12 @@ class Hooks:
 
 
 def _check_vector(hook: str, value: Any, size: int, what: str) -> None:
-    if not isinstance(value, torch.Tensor) or value.shape != (size,):
+    if not isinstance(value, _tensor_type()) or value.shape != (size,):
         raise PluginError(f"{hook} left {what} as {_describe(value)}; expected a tensor shaped ({size},)")
 
 
 def _describe(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
+    if isinstance(value, _tensor_type()):
         return f"a tensor shaped {tuple(value.shape)}"
     return type(value).__name__
 
