@@ -597,6 +597,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(exc.exit_code)
     except BrokenPipeError:  # `advcore plugins | head`
         sys.exit(0)
+    if code == 130:  # typer turned a KeyboardInterrupt (a second Ctrl-C) into this code
+        typer.echo("error: interrupted at once by a second signal; the last complete checkpoint was kept", err=True)
     sys.exit(code if isinstance(code, int) else 0)
 
 
