@@ -5,8 +5,14 @@ use (PEP 562), so ``import advcore`` -- and with it ``advcore --help``, ``--vers
 every usage error -- does not import torch.
 """
 
+from typing import TYPE_CHECKING
+
 from .config import Budget, PluginOptions
 from .hookspecs import hookimpl
+
+if TYPE_CHECKING:  # for type checkers and the API docs; at run time they load on first use
+    from .plugins import PluginInfo
+    from .step import AttackObjective, LossTerm, Step, soft_cross_entropy
 
 __version__ = "0.1.0"
 __all__ = ["AttackObjective", "Budget", "LossTerm", "PluginInfo", "PluginOptions", "Step", "hookimpl",
