@@ -17,16 +17,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError
+
+
+def save_file(tensors, path) -> None:
+    """safetensors' writer, imported on first use: verifying a checkpoint needs no torch."""
+    from safetensors.torch import save_file as write
+
+    write(tensors, path)
+
+
+def load_file(path):
+    from safetensors.torch import load_file as read
+
+    return read(path)
 
 FORMAT = 1
 FALLBACK_ORDER = ("last", "previous", "best")  # newest first: what --fallback walks through
 REQUIRED = {"epoch": int, "batch": int, "global_step": int, "config": dict, "optimizer": dict, "rng": dict}
 __all__ = ["save_checkpoint", "load_checkpoint", "flatten_optimizer", "unflatten_optimizer",
-           "capture_rng", "restore_rng", "checkpoint_paths", "seal_manifest", "FALLBACK_ORDER"]
+           "capture_rng", "restore_rng", "checkpoint_paths", "seal_manifest", "verify_checkpoint", "verify_last",
+           "FALLBACK_ORDER"]
 
 
 def _manifest_digest(manifest: dict[str, Any]) -> str:
@@ -148,7 +160,32 @@ def _referenced_file(manifest_path: Path) -> Path | None:
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(manifest, tensors), verifying the checksum; problems become one-line errors."""
+    """(manifest, tensors), verifying the checksums; problems become one-line errors."""
+    manifest, tensor_path = verify_checkpoint(path)
+    try:
+        tensors = load_file(str(tensor_path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
+        raise CheckpointError(f"checkpoint {tensor_path} could not be read: {exc}") from None
+    return manifest, tensors
+
+
+def verify_last(folder: Path) -> None:
+    """The refusal ``--resume`` without ``--fallback`` gives for a missing or bad ``last``,
+    checked without torch (the command line calls it before loading anything heavy)."""
+    last = folder / "last.json"
+    others = [folder / f"{t}.json" for t in FALLBACK_ORDER[1:] if (folder / f"{t}.json").exists()]
+    try:
+        if not last.exists():
+            raise CheckpointError(f"checkpoint {last} is missing")
+        verify_checkpoint(last)
+    except CheckpointError as exc:
+        if not others:
+            raise
+        raise CheckpointError(f"{exc}; or pass --fallback to resume from {others[0]}") from None
+
+
+def verify_checkpoint(path: str | Path) -> tuple[dict[str, Any], Path]:
+    """(manifest, tensor file) after checking both checksums; needs no torch."""
     manifest_path = checkpoint_paths(path)
     if not manifest_path.is_file():
         raise CheckpointError(f"checkpoint {manifest_path} not found; pass a run directory or a checkpoint .json")
@@ -173,15 +210,13 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
         raise CheckpointError(
             f"checkpoint {tensor_path} is corrupt or truncated (checksum mismatch); use another checkpoint"
         )
-    try:
-        tensors = load_file(str(tensor_path))
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
-        raise CheckpointError(f"checkpoint {tensor_path} could not be read: {exc}") from None
-    return manifest, tensors
+    return manifest, tensor_path
 
 
 def flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split an optimizer state dict into safetensors-able tensors and JSON."""
+    import torch
+
     tensors, scalars = {}, {}
     for pid, entry in state["state"].items():
         for key, value in entry.items():
@@ -206,6 +241,8 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) 
 
 def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Every RNG stream the run uses: torch (CPU and CUDA), numpy, Python."""
+    import torch
+
     tensors = {"rng.torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -218,6 +255,8 @@ def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 
 def restore_rng(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    import torch
+
     if "rng.torch" in tensors:
         torch.set_rng_state(tensors["rng.torch"])
     cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]

@@ -69,6 +69,10 @@ def train(
         cfg, changes = resume_config(out, config_file=config, sets=set_, fields=fields, plugins=list(plugin or []),
                                      recipe_base=chosen.run_config(twin, epochs) if chosen else None,
                                      allow_change=allow_change)
+        if not fallback:  # a missing or bad last checkpoint is refused before torch loads
+            from .checkpoint import verify_last
+
+            verify_last(out / "checkpoints")
     else:
         cfg = _config(plugin, config, set_, base=chosen.run_config(twin, epochs) if chosen else None, **fields)
     from .trainer import train as run_training  # torch loads here, after the config is valid
@@ -197,6 +201,10 @@ def eval_(
     if not checkpoint.exists():
         raise AdvcoreError(f"checkpoint {checkpoint} not found; pass a run directory, a checkpoint .json or a "
                            f"state dict file")
+    if checkpoint.is_dir() or checkpoint.suffix == ".json":  # a corrupt checkpoint is refused before torch loads
+        from .checkpoint import verify_checkpoint
+
+        verify_checkpoint(checkpoint)
     from .evaluate import evaluate_checkpoint, format_result, markdown_table
 
     result = evaluate_checkpoint(

@@ -146,6 +146,8 @@ class SpeedConfig(_Section):
     @field_validator("compile_backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:
+        if value in ("inductor", "eager", "aot_eager"):  # always there: no need to import torch to check
+            return value
         import torch._dynamo
 
         known = [*torch._dynamo.list_backends(), "eager", "aot_eager"]
