@@ -32,7 +32,7 @@ def test_plugins_lists_baselines_and_the_third_party_example():
 
 def test_unknown_plugin_prints_one_line_with_the_choices():
     proc = advcore("train", "--plugin", "nosuch")
-    assert proc.returncode == 2
+    assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "unknown plugin 'nosuch'" in lines[0] and "trades" in lines[0]
     assert "Traceback" not in proc.stderr
@@ -40,13 +40,13 @@ def test_unknown_plugin_prints_one_line_with_the_choices():
 
 def test_conflicting_adversaries_are_named():
     proc = advcore("plan", "--plugin", "fgsm-rs", "--plugin", "free")
-    assert proc.returncode == 2
+    assert proc.returncode == 1
     assert "'fgsm-rs' and 'free' both claim the adversary role" in proc.stderr
 
 
 def test_bad_set_value_is_one_line():
     proc = advcore("train", "--set", "attack.eps=3")
-    assert proc.returncode == 2 and "attack.eps" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.returncode == 1 and "attack.eps" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_plan_shows_roles_and_hook_order():
@@ -73,5 +73,5 @@ def test_train_then_eval_and_the_third_party_plugin(tmp_path):
 
 def test_missing_data_is_one_line(tmp_path):
     proc = advcore("train", "--dataset", "mnist", "--data-dir", str(tmp_path / "none"))
-    assert proc.returncode == 2 and "mnist" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 1 and "mnist" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

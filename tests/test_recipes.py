@@ -152,10 +152,10 @@ def test_cli_lists_shows_and_rejects_recipes(toy_recipes):
     assert "Table 1, toy row" in shown.output and "advcore eval runs/toy-cifar10-pgd-at/checkpoints/last.json" \
         " --attack pgd-5" in shown.output
     code, output = user_runs("recipes", "toy/cifar10")
-    assert code == 2 and output.strip() == ("error: unknown recipe 'toy/cifar10' (did you mean: toy/cifar10-pgd-at); "
+    assert code == 1 and output.strip() == ("error: unknown recipe 'toy/cifar10' (did you mean: toy/cifar10-pgd-at); "
                                             "run 'advcore recipes' to list them")
     code, output = user_runs("train", "--twin")
-    assert code == 2 and "--twin needs --recipe NAME" in output
+    assert code == 1 and "--twin needs --recipe NAME" in output
 
 
 @pytest.mark.parametrize("body, message", [
@@ -169,7 +169,7 @@ def test_cli_lists_shows_and_rejects_recipes(toy_recipes):
 def test_broken_recipe_files_get_one_line_errors(toy_recipes, body, message):
     write_recipe(toy_recipes, "toy/broken", body)
     code, output = user_runs("recipes", "toy/broken")
-    assert code == 2 and message in output and len(output.strip().splitlines()) == 1
+    assert code == 1 and message in output and len(output.strip().splitlines()) == 1
 
 
 def test_train_from_recipe_then_report_compares_with_the_paper(toy_recipes, tmp_path):

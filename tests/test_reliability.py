@@ -128,3 +128,58 @@ def test_corrupt_last_checkpoint_falls_back_to_previous_when_asked(tmp_path):
     history = train(config, tmp_path, resume=True, fallback=True, log=lines.append)
     assert any("falling back" in line for line in lines)
     assert [m["epoch"] for m in history] == [1, 2, 3]  # epoch 2 is redone from the epoch-1 checkpoint
+
+
+def _small_filesystem(path: Path, size: str) -> bool:
+    """Mount a tmpfs of ``size`` at ``path`` (needs root and a mount namespace that allows it)."""
+    path.mkdir()
+    if os.geteuid() != 0:
+        return False
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+def test_a_full_disk_through_the_executable_is_one_line_and_keeps_the_checkpoint(tmp_path):
+    disk = tmp_path / "disk"
+    if not _small_filesystem(disk, "160k"):
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        out = disk / "run"
+        args = ["--plugin", "standard", "--epochs", "4", "--subset", "32", "--set", "model.width=4",
+                "--set", "eval.n=8", "--set", "eval.pgd_steps=1", "--set", "data.batch_size=16", "--out", str(out)]
+        exe = str(Path(sys.executable).with_name("advcore"))
+        proc = subprocess.run([exe, "train", *args], capture_output=True, text=True, timeout=600,
+                              env=dict(os.environ, ADVCORE_PROGRESS="0"))
+        assert proc.returncode == 1, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in proc.stderr
+        assert "No space left on device; the previous checkpoint was kept" in lines[0]
+        if (out / "checkpoints" / "last.json").exists():  # what was committed before the disk filled loads
+            ckpt.load_checkpoint(out)
+        assert not list((out / "checkpoints").glob("*.tmp"))
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_signals_while_checkpoints_are_written_leave_a_loadable_run(tmp_path):
+    """Two SIGTERMs in quick succession while a checkpoint is written every step: exit 130 in
+    one line, and the run resumes (the interrupted write never replaced a manifest half-way)."""
+    out = tmp_path / "run"
+    exe = str(Path(sys.executable).with_name("advcore"))
+    env = dict(os.environ, ADVCORE_PROGRESS="0", OMP_NUM_THREADS="1")
+    args = ["--plugin", "standard", "--epochs", "3", "--subset", "256", "--set", "model.width=8", "--set", "eval.n=16",
+            "--set", "data.batch_size=16", "--set", "checkpoint.every_steps=1"]
+    proc = subprocess.Popen([exe, "train", *args, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    deadline = time.time() + 120
+    while not (out / "checkpoints" / "previous.json").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    resumed = subprocess.run([exe, "train", "--out", str(out), "--resume", "--fallback"], capture_output=True,
+                             text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]

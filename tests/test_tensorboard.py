@@ -56,7 +56,7 @@ def test_cli_reports_the_missing_package_without_traceback(tmp_path, monkeypatch
                                       "--tensorboard"])
     with pytest.raises(SystemExit) as exited:
         cli.main()
-    assert exited.value.code == 2
+    assert exited.value.code == 1  # a user error (docs/errors.md#exit-codes)
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == ("error: --tensorboard needs the tensorboard package: pip install tensorboard "
                        "(or train without --tensorboard)")

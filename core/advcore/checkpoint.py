@@ -1,7 +1,10 @@
 """Checkpoints: one safetensors file of tensors plus a JSON manifest, written atomically.
 
 Never pickles: tensors go through safetensors, everything else through JSON. The manifest
-carries a SHA-256 of the tensor file, so truncation or corruption is detected on load.
+carries a SHA-256 of the tensor file and one of itself (``manifest_sha256``, over its
+canonical JSON without that key), so truncation, corruption or a hand-edited manifest is
+refused on load in one line naming the file. After each replace the directory is fsynced,
+so the switch survives a power cut.
 """
 
 from __future__ import annotations
@@ -14,14 +17,52 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError
 
+
+def save_file(tensors, path) -> None:
+    """safetensors' writer, imported on first use: verifying a checkpoint needs no torch."""
+    from safetensors.torch import save_file as write
+
+    write(tensors, path)
+
+
+def load_file(path):
+    from safetensors.torch import load_file as read
+
+    return read(path)
+
 FORMAT = 1
+FALLBACK_ORDER = ("last", "previous", "best")  # newest first: what --fallback walks through
+REQUIRED = {"epoch": int, "batch": int, "global_step": int, "config": dict, "optimizer": dict, "rng": dict}
 __all__ = ["save_checkpoint", "load_checkpoint", "flatten_optimizer", "unflatten_optimizer",
-           "capture_rng", "restore_rng", "checkpoint_paths"]
+           "capture_rng", "restore_rng", "checkpoint_paths", "seal_manifest", "verify_checkpoint", "verify_last",
+           "FALLBACK_ORDER"]
+
+
+def _manifest_digest(manifest: dict[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def seal_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with its own checksum set (after a deliberate edit, e.g. in a test)."""
+    return dict(manifest, manifest_sha256=_manifest_digest(manifest))
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (POSIX: the directory entry lives in the directory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory
+    finally:
+        os.close(fd)
 
 
 def checkpoint_paths(path: str | Path) -> Path:
@@ -49,6 +90,7 @@ def _atomic_write(path: Path, write) -> None:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -74,7 +116,8 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], manifest
         digest = _sha256(staged)
         tensor_path = manifest_path.with_name(f"{manifest_path.stem}-{digest[:12]}.safetensors")
         os.replace(staged, tensor_path)
-        manifest = dict(manifest, format=FORMAT, tensors_file=tensor_path.name, sha256=digest)
+        _fsync_dir(tensor_path.parent)
+        manifest = seal_manifest(dict(manifest, format=FORMAT, tensors_file=tensor_path.name, sha256=digest))
         text = json.dumps(manifest, indent=1, sort_keys=True)
         if keep_previous and old_file is not None and old_file != tensor_path:
             stale = _referenced_file(previous)
@@ -84,15 +127,29 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], manifest
                 stale.unlink(missing_ok=True)
             old_file = None  # now referenced by previous.json
         _atomic_write(manifest_path, lambda p: p.write_text(text))
-    except OSError as exc:
+    except Exception as exc:  # OSError, and safetensors' SafetensorError wrapping one (a full disk)
         staged.unlink(missing_ok=True)
+        if not isinstance(exc, OSError) and "safetensor" not in type(exc).__name__.lower():
+            raise
         raise CheckpointError(
-            f"could not write checkpoint {manifest_path}: {exc.strerror or exc}; the previous checkpoint "
+            f"could not write checkpoint {manifest_path}: {_why(exc)}; the previous checkpoint "
             f"was kept, free disk space and resume"
         ) from None
     if old_file is not None and old_file != tensor_path:
         old_file.unlink(missing_ok=True)
     return manifest_path
+
+
+def _why(exc: Exception) -> str:
+    """The OS reason of a failed write, also when safetensors wrapped it in its own error."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc)
+    for code in (28, 13, 30, 122):  # ENOSPC, EACCES, EROFS, EDQUOT as Rust's io::Error prints them
+        name = os.strerror(code)
+        if name.lower() in text.lower() or f"os error {code}" in text:
+            return name
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _referenced_file(manifest_path: Path) -> Path | None:
@@ -103,7 +160,32 @@ def _referenced_file(manifest_path: Path) -> Path | None:
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(manifest, tensors), verifying the checksum; problems become one-line errors."""
+    """(manifest, tensors), verifying the checksums; problems become one-line errors."""
+    manifest, tensor_path = verify_checkpoint(path)
+    try:
+        tensors = load_file(str(tensor_path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
+        raise CheckpointError(f"checkpoint {tensor_path} could not be read: {exc}") from None
+    return manifest, tensors
+
+
+def verify_last(folder: Path) -> None:
+    """The refusal ``--resume`` without ``--fallback`` gives for a missing or bad ``last``,
+    checked without torch (the command line calls it before loading anything heavy)."""
+    last = folder / "last.json"
+    others = [folder / f"{t}.json" for t in FALLBACK_ORDER[1:] if (folder / f"{t}.json").exists()]
+    try:
+        if not last.exists():
+            raise CheckpointError(f"checkpoint {last} is missing")
+        verify_checkpoint(last)
+    except CheckpointError as exc:
+        if not others:
+            raise
+        raise CheckpointError(f"{exc}; or pass --fallback to resume from {others[0]}") from None
+
+
+def verify_checkpoint(path: str | Path) -> tuple[dict[str, Any], Path]:
+    """(manifest, tensor file) after checking both checksums; needs no torch."""
     manifest_path = checkpoint_paths(path)
     if not manifest_path.is_file():
         raise CheckpointError(f"checkpoint {manifest_path} not found; pass a run directory or a checkpoint .json")
@@ -113,6 +195,14 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
         raise CheckpointError(f"checkpoint manifest {manifest_path} is corrupt (not JSON); use another checkpoint") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "tensors_file" not in manifest:
         raise CheckpointError(f"{manifest_path} is not an advcore format-{FORMAT} checkpoint manifest")
+    if manifest.get("manifest_sha256") != _manifest_digest(manifest):
+        raise CheckpointError(f"checkpoint manifest {manifest_path} was edited or damaged (its checksum does not "
+                              f"match); use another checkpoint")
+    bad = [k for k, kind in REQUIRED.items() if k in manifest and not isinstance(manifest[k], kind)]
+    if bad:
+        raise CheckpointError(f"checkpoint manifest {manifest_path} has a malformed {bad[0]}; use another checkpoint")
+    if not isinstance(manifest["tensors_file"], str) or "/" in manifest["tensors_file"]:
+        raise CheckpointError(f"checkpoint manifest {manifest_path} names no tensor file of its own; use another checkpoint")
     tensor_path = manifest_path.with_name(manifest["tensors_file"])
     if not tensor_path.is_file():
         raise CheckpointError(f"checkpoint {manifest_path} names {tensor_path.name}, which is missing; use another checkpoint")
@@ -120,15 +210,13 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
         raise CheckpointError(
             f"checkpoint {tensor_path} is corrupt or truncated (checksum mismatch); use another checkpoint"
         )
-    try:
-        tensors = load_file(str(tensor_path))
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
-        raise CheckpointError(f"checkpoint {tensor_path} could not be read: {exc}") from None
-    return manifest, tensors
+    return manifest, tensor_path
 
 
 def flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split an optimizer state dict into safetensors-able tensors and JSON."""
+    import torch
+
     tensors, scalars = {}, {}
     for pid, entry in state["state"].items():
         for key, value in entry.items():
@@ -153,6 +241,8 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) 
 
 def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Every RNG stream the run uses: torch (CPU and CUDA), numpy, Python."""
+    import torch
+
     tensors = {"rng.torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -165,6 +255,8 @@ def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 
 def restore_rng(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    import torch
+
     if "rng.torch" in tensors:
         torch.set_rng_state(tensors["rng.torch"])
     cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]

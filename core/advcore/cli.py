@@ -44,7 +44,10 @@ def train(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda"),
     init_from: Optional[str] = typer.Option(None, help="start from this checkpoint's model weights"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
-    fallback: bool = typer.Option(False, "--fallback", help="with --resume: use the previous checkpoint if the last is corrupt"),
+    fallback: bool = typer.Option(False, "--fallback", help="with --resume: walk back to the newest intact checkpoint "
+                                                              "(previous, best) if the last is missing or corrupt"),
+    allow_change: bool = typer.Option(False, "--allow-change", help="with --resume: accept options that change the run's "
+                                                                      "config (recorded in OUT/config_history.jsonl)"),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="also write the metrics for TensorBoard to OUT/tensorboard"),
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="start from a paper recipe (advcore recipes); "
                                                                         "other flags override it"),
@@ -53,19 +56,33 @@ def train(
                                                                 "(options: --set model.kwargs.NAME=VALUE)"),
 ) -> None:
     """Train a model with the given plugins; prints clean and robust accuracy per epoch."""
-    from .trainer import train as run_training
-
     if twin and recipe is None:
         raise AdvcoreError("--twin needs --recipe NAME; run 'advcore recipes' to list them")
     chosen = _recipe(recipe) if recipe else None
-    cfg = _config(plugin, config, set_, base=chosen.run_config(twin, epochs) if chosen else None, epochs=epochs, seed=seed,
-                  device=device, init_from=init_from,
-                  **{"data.dataset": dataset, "data.data_dir": data_dir, "data.subset": subset,
-                     "model.factory": model})
+    fields = {"epochs": epochs, "seed": seed, "device": device, "init_from": init_from, "data.dataset": dataset,
+              "data.data_dir": data_dir, "data.subset": subset,
+              "model.factory": model}
     if resume and out is None:
         raise AdvcoreError("--resume needs --out DIR, the run directory to continue")
+    if (fallback or allow_change) and not resume:
+        raise AdvcoreError(f"{'--fallback' if fallback else '--allow-change'} only applies with --resume")
+    changes: dict = {}
+    if resume:  # the run's own config.json; the command line may only restate it (advcore.resume)
+        from .resume import resume_config
+
+        cfg, changes = resume_config(out, config_file=config, sets=set_, fields=fields, plugins=list(plugin or []),
+                                     recipe_base=chosen.run_config(twin, epochs) if chosen else None,
+                                     allow_change=allow_change)
+        if not fallback:  # a missing or bad last checkpoint is refused before torch loads
+            from .checkpoint import verify_last
+
+            verify_last(out / "checkpoints")
+    else:
+        cfg = _config(plugin, config, set_, base=chosen.run_config(twin, epochs) if chosen else None, **fields)
+    from .trainer import train as run_training  # torch loads here, after the config is valid
+
     history = run_training(cfg, out, resume=resume, fallback=fallback, tensorboard=tensorboard,
-                           log=lambda line: typer.echo(line))
+                           log=lambda line: typer.echo(line), changes=changes)
     if history and os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         last = history[-1]
         typer.echo(f"final: clean_acc={last.get('clean_acc', float('nan')):.4f} "
@@ -143,9 +160,22 @@ def _model_kwargs(sets: Optional[List[str]]) -> dict:
 
 
 def _eps(text: Optional[str]) -> Optional[float]:
-    from .sweeps import parse_values
+    """``--eps 0.1`` or ``8/255``: a positive number (checked before torch loads)."""
+    if text is None:
+        return None
+    from .config import parse_fraction
 
-    return None if text is None else parse_values(text)[0]
+    try:
+        value = parse_fraction(text)
+    except ValueError as exc:
+        raise AdvcoreError(f"--eps: {exc}") from None
+    try:
+        value = float(value)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value == value and value != float("inf")):
+        raise AdvcoreError(f"--eps {text}: the budget must be a positive number, e.g. 0.1 or 8/255")
+    return value
 
 
 @app.command("eval")
@@ -155,17 +185,17 @@ def eval_(
     attack: Optional[List[str]] = typer.Option(
         None, "--attack", "-a", help="pgd, pgd-K, cw, mim, fgsm, square, square-Q, autoattack (repeatable; "
                                      "default: pgd and autoattack)"),
-    n: Optional[int] = typer.Option(None, help="test samples to evaluate (default: all)"),
+    n: Optional[int] = typer.Option(None, min=1, help="test samples to evaluate (default: all)"),
     eps: Optional[str] = EpsOpt,
     norm: Optional[str] = NormOpt,
-    pgd_steps: int = typer.Option(20, help="steps of pgd, cw and mim"),
-    restarts: int = typer.Option(1, help="random restarts of pgd and cw"),
+    pgd_steps: int = typer.Option(20, min=1, help="steps of pgd, cw and mim"),
+    restarts: int = typer.Option(1, min=1, help="random restarts of pgd and cw"),
     step_size: Optional[float] = typer.Option(None, help="step size of pgd and cw (default eps/4)"),
-    square_queries: int = typer.Option(5000, help="queries of the square attack"),
+    square_queries: int = typer.Option(5000, min=1, help="queries of the square attack"),
     aa_version: str = typer.Option("standard", help="AutoAttack version: standard, plus, rand, custom"),
     aa_attack: Optional[List[str]] = typer.Option(
         None, "--aa-attack", help="with --aa-version custom: apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square (repeatable)"),
-    batch_size: int = typer.Option(256, help="samples per attack batch"),
+    batch_size: int = typer.Option(256, min=1, help="samples per attack batch"),
     device: str = typer.Option("auto", help="auto, cpu, cuda"),
     ema: bool = typer.Option(False, "--ema", help="evaluate the checkpoint's EMA weights (train with ema.decay)"),
     arch: Optional[str] = ArchOpt,
@@ -187,6 +217,16 @@ def eval_(
     set_: Optional[List[str]] = typer.Option(None, "--set", "-s", help="model.kwargs.NAME=VALUE for --model"),
 ) -> None:
     """Clean accuracy and accuracy under attacks for a checkpoint, a state dict file or your own model."""
+    budget = _eps(eps)
+    if checkpoint is not None and not checkpoint.exists():
+        raise AdvcoreError(f"checkpoint {checkpoint} not found; pass a run directory, a checkpoint .json or a "
+                           f"state dict file")
+    if checkpoint is None and model is None:
+        raise AdvcoreError("advcore eval needs a run directory, checkpoint or state dict file, or --model with --weights")
+    if checkpoint is not None and (checkpoint.is_dir() or checkpoint.suffix == ".json"):  # refused before torch loads
+        from .checkpoint import verify_checkpoint
+
+        verify_checkpoint(checkpoint)
     from .evaluate import evaluate_checkpoint, format_result, markdown_table
 
     if model is None and (weights is not None or set_):
@@ -196,7 +236,7 @@ def eval_(
     model_kwargs = _model_kwargs(set_) if model is not None else None
     result = evaluate_checkpoint(
         weights if model is not None else checkpoint, attacks=list(attack or ["pgd", "autoattack"]), n=n,
-        eps=_eps(eps), norm=norm, pgd_steps=pgd_steps,
+        eps=budget, norm=norm, pgd_steps=pgd_steps,
         restarts=restarts, step_size=step_size, device=device, aa_version=aa_version, aa_attacks=aa_attack,
         square_queries=square_queries, batch_size=batch_size, ema=ema, arch=arch, dataset=dataset, data_dir=data_dir,
         width=width, normalize=normalize, checks=checks, surrogate=surrogate, corruptions=corruptions, out=out,
@@ -379,12 +419,33 @@ def margin(
 
 
 @app.command()
-def plugins(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
-    """List installed plugins: name, package, hooks, options with defaults."""
+def plugins(
+    name: Optional[str] = typer.Argument(None, help="show one plugin's hooks and options"),
+    details: bool = typer.Option(False, "--details", help="hooks and options of every plugin (imports them)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON (with hooks and options)"),
+) -> None:
+    """List installed plugins; NAME, --details or --json also show hooks and options.
+
+    The plain listing reads entry-point and package metadata only, so it imports neither
+    the plugin modules nor torch; the details import the plugins they describe.
+    """
     from .plugins import installed_plugins
 
+    found = installed_plugins()
+    if name is None and not details and not as_json:
+        from importlib.metadata import distribution
+
+        for p in found.values():
+            summary = distribution(p.package).metadata.get("Summary") or ""
+            typer.echo(f"{p.name}  ({p.package} {p.version})  {summary}".rstrip())
+        typer.echo("details: advcore plugins NAME, or advcore plugins --details")
+        return
+    if name is not None and name not in found:
+        raise AdvcoreError(f"unknown plugin {name!r}; installed plugins: {', '.join(found)}")
     rows = []
-    for p in installed_plugins().values():
+    for p in found.values():
+        if name is not None and p.name != name:
+            continue
         try:
             p.load()
         except AdvcoreError as exc:
@@ -505,25 +566,76 @@ def analyze_gap(
         typer.echo(f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}")
 
 
-def main() -> None:
-    """Entry point: user errors print one line and exit 2 (ADVCORE_RAISE_ERRORS=1 re-raises)."""
+def register_commands(target: typer.Typer) -> None:
+    """Add the commands of installed packages: entry points in the ``advcore.commands`` group.
+
+    Each entry point names a function ``register(app)`` that adds commands to the typer app,
+    as llm's ``register_commands`` does. It runs on every ``advcore`` call, so it must not
+    import torch at module level: import heavy modules inside the command. A package that
+    fails to register is reported in one line and skipped.
+    """
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="advcore.commands"):
+        try:
+            ep.load()(target)
+        except Exception as exc:  # noqa: BLE001 - a broken third-party package must not break advcore
+            typer.echo(f"warning: commands from {ep.value} could not be added ({type(exc).__name__}: {exc}); "
+                       f"fix or uninstall that package", err=True)
+
+
+register_commands(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"advcore {version('advcore')}")
+        except PackageNotFoundError:  # a source tree that was never installed
+            from . import __version__
+
+            typer.echo(f"advcore {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                       help="print the version and exit")) -> None:
+    """Adversarial training whose methods are plugins."""
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Entry point with the documented exit codes (docs/errors.md#exit-codes).
+
+    0 ok, 1 a problem the user can fix (one line ``error: ...``), 2 a usage error (click's
+    usage message), 3 a flagged evaluation, 130 interrupted. Click runs in non-standalone
+    mode so that AdvcoreError reaches us; its exceptions are typer's vendored click
+    (``typer._click``), not the ``click`` package. ADVCORE_RAISE_ERRORS=1 re-raises.
+    """
+    from typer._click import exceptions as cx
+
     try:
-        app(standalone_mode=False)
+        code = app(args=argv, standalone_mode=False, prog_name="advcore")
     except AdvcoreError as exc:
         if os.environ.get("ADVCORE_RAISE_ERRORS") == "1":
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors and aborts
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, (click.exceptions.Abort, KeyboardInterrupt)):
-            typer.echo("aborted", err=True)
-            sys.exit(130)
-        raise
+    except cx.ClickException as exc:  # usage errors, bad parameters: exit 2
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):  # typer's own classes, not typer._click's
+        typer.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:  # `advcore plugins | head`
+        sys.exit(0)
+    if code == 130:  # typer turned a KeyboardInterrupt (a second Ctrl-C) into this code
+        typer.echo("error: interrupted at once by a second signal; the last complete checkpoint was kept", err=True)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 @app.command("export")

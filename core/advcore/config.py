@@ -198,12 +198,22 @@ class SpeedConfig(_Section):
     @field_validator("compile_backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:
+        if value in ("inductor", "eager", "aot_eager"):  # always there: no need to import torch to check
+            return value
         import torch._dynamo
 
         known = [*torch._dynamo.list_backends(), "eager", "aot_eager"]
         if value not in known:
             raise ValueError(f"unknown torch.compile backend {value!r} (allowed: {', '.join(sorted(known))})")
         return value
+
+
+class CheckpointConfig(_Section):
+    """In-epoch checkpoints (besides the one after every epoch), so ``kill -9`` loses little work."""
+
+    every_steps: int | None = Field(None, ge=1, description="also write checkpoints/last every N training steps")
+    every_seconds: float | None = Field(None, gt=0, description="also write checkpoints/last when this many seconds "
+                                                                "passed since the previous one")
 
 
 class RecipeRef(_Section):
@@ -218,7 +228,8 @@ class RunConfig(_Section):
     plugins: list[str] = Field(default_factory=list, description="enabled plugins (--plugin); the run uses them in canonical order")
     options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-plugin options")
     epochs: int = Field(5, ge=1, description="training epochs")
-    seed: int = Field(0, description="random seed of data order, augmentation, initialisation and attacks")
+    seed: int = Field(0, ge=0, lt=2**63, description="random seed of data order, augmentation, initialisation and "
+                                                     "attacks, 0 <= seed < 2**63 (torch's generator range)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     deterministic: bool = Field(False, description="deterministic algorithms (bitwise resume on CPU)")
     init_from: str | None = Field(None, description="checkpoint whose model weights start the run")
@@ -229,6 +240,7 @@ class RunConfig(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     ema: EmaConfig = Field(default_factory=EmaConfig)
     speed: SpeedConfig = Field(default_factory=SpeedConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
 
     @model_validator(mode="after")
     def _milestones_inside_run(self) -> "RunConfig":
@@ -245,7 +257,7 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     """One line per problem: ``key: what is wrong (allowed: ...)``."""
     lines = []
     for err in exc.errors():
-        key = prefix + ".".join(str(p) for p in err["loc"])
+        key = (prefix + ".".join(str(p) for p in err["loc"])).rstrip(".")  # a model validator has no field
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"

@@ -1,7 +1,8 @@
 """User-facing errors: one line, naming the problem and the fix.
 
 Everything a user can cause (bad config, unknown plugin, missing data, corrupt checkpoint)
-raises an `AdvcoreError`; the CLI prints its message alone and exits with code 2. Set
+raises an `AdvcoreError`; the CLI prints its message alone and exits with code 1
+(usage errors exit 2, see docs/errors.md#exit-codes). Set
 ``ADVCORE_RAISE_ERRORS=1`` to get the full traceback instead.
 """
 
@@ -13,7 +14,7 @@ __all__ = ["AdvcoreError", "ConfigError", "PluginError", "CheckpointError", "Tra
 class AdvcoreError(Exception):
     """A problem the user can fix; its message is shown without a traceback."""
 
-    exit_code = 2
+    exit_code = 1
 
 
 class ConfigError(AdvcoreError):

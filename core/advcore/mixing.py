@@ -40,6 +40,8 @@ def _as_nchw_uint8(images: np.ndarray, info: DatasetInfo, path: Path) -> np.ndar
         return np.ascontiguousarray(images)
     if not np.issubdtype(images.dtype, np.floating):
         raise DataError(f"{path}: images are {images.dtype}; store uint8 in [0, 255] or floats in [0, 1]")
+    if not np.isfinite(images).all():  # NaN would pass the range check below and cast to 0
+        raise DataError(f"{path}: images hold NaN or infinite values; replace them or drop those images")
     lo, hi = float(images.min(initial=0.0)), float(images.max(initial=0.0))
     if lo < 0 or hi > 1:
         raise DataError(f"{path}: float images span [{lo:.3g}, {hi:.3g}]; scale them to [0, 1] or store uint8")

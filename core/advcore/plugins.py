@@ -14,7 +14,6 @@ from types import ModuleType
 from typing import Any, Iterable
 
 import pluggy
-import torch
 from pydantic import BaseModel
 
 from . import hookspecs
@@ -96,6 +95,26 @@ class Installed:
             return []
         return sorted(n for n in dir(self.module) if n.startswith("advcore_")
                       and hasattr(getattr(self.module, n), "advcore_impl"))
+
+
+class _Torch:
+    """``torch``, imported on first attribute use: listing plugins (``advcore plugins``) needs no torch,
+    while the facade's checks, which only run in a training process, read ``torch.Tensor`` as usual."""
+
+    def __getattr__(self, name: str):
+        import torch as real
+
+        return getattr(real, name)
+
+
+torch = _Torch()
+
+
+def _tensor_type() -> type:
+    """torch.Tensor, imported on first use: listing plugins (``advcore plugins``) needs no torch."""
+    import torch
+
+    return torch.Tensor
 
 
 def _plugin_info(module: Any) -> PluginInfo:
@@ -504,12 +523,12 @@ def check_result(hook: str, value: Any, **context: Any) -> Any:
 
 
 def _check_vector(hook: str, value: Any, size: int, what: str) -> None:
-    if not isinstance(value, torch.Tensor) or value.shape != (size,):
+    if not isinstance(value, _tensor_type()) or value.shape != (size,):
         raise PluginError(f"{hook} left {what} as {_describe(value)}; expected a tensor shaped ({size},)")
 
 
 def _describe(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
+    if isinstance(value, _tensor_type()):
         return f"a tensor shaped {tuple(value.shape)}"
     return type(value).__name__
 

@@ -19,7 +19,7 @@ import torch
 from pydantic import BaseModel, ValidationError
 
 from .attacks import model_mode
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, seal_manifest
 from .config import RunConfig, format_validation_error, validate_options
 from .conformance import PROBE, Problem, Probe, difference, first_difference, hook_named_in, implementers, snapshot
 from .data import Batch
@@ -32,7 +32,7 @@ from .trainer import build_run, epoch_seed, evaluate_run, lr_at, restore_checkpo
 
 __all__ = ["tiny_config", "tiny_run", "tiny_batch", "check_plugin", "ConformanceReport", "ConformanceError",
            "Problem", "BASELINES", "CHECK_CONFIG", "train", "train_step", "load_checkpoint", "load_model", "resolve",
-           "validate_options", "lr_at", "SmallCNN", "run_cli"]
+           "validate_options", "lr_at", "SmallCNN", "run_cli", "seal_manifest"]
 
 
 def run_cli(args: list[str]):

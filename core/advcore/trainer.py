@@ -28,6 +28,8 @@ from .errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from .mixing import MixedLoader, training_data
 from .models import avx2_weight_gradient_hazard, build_model, build_user_model, check_user_model
 from .plugins import Hooks, Installed, build_manager, resolve
+from .resume import record_changes
+from .runlock import RunLock
 from .run import Run, Services
 from .speed import place_dataset, step_models
 from .state import SampleState
@@ -467,17 +469,20 @@ def _progress(iterable, total: int, desc: str):
 
 
 def prepare_out(config: RunConfig, out: Path | None, resume: bool) -> None:
-    if out is None:
+    """A new run's directory and config.json (a resume writes nothing until its checkpoint loads)."""
+    if out is None or resume:
         return
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume and (out / "checkpoints" / "last.json").exists():
+    if (out / "checkpoints" / "last.json").exists():
         raise ConfigError(f"run directory {out} already holds a run; pass --resume to continue it or choose another --out")
-    (out / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=1))
+    try:
+        (out / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=1))
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write there ({exc.strerror or exc}); choose another --out") from None
 
 
 def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = False, rank: int = 0,
           world_size: int = 1, log=print, stop_after: int | None = None,
-          fallback: bool = False, tensorboard: bool = False) -> list[dict[str, Any]]:
+          fallback: bool = False, tensorboard: bool = False, changes: dict | None = None) -> list[dict[str, Any]]:
     """Train, evaluating every epoch; returns the metrics records (also in metrics.jsonl).
 
     ``stop_after=k`` ends the process's work after epoch k as an interruption would (the
@@ -493,8 +498,15 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
         log = _quiet  # metrics and messages come from rank 0
     if tensorboard:
         require_tensorboard(out)  # fail before any work when the package is missing
-    if resume and (out is None or not (out / "checkpoints" / "last.json").exists()):
+    if resume and (out is None or not any((out / "checkpoints" / f"{t}.json").exists() for t in ckpt.FALLBACK_ORDER)):
         raise CheckpointError(f"nothing to resume in {out}: no checkpoints/last.json; start without --resume")
+    with RunLock(out if rank == 0 else None, create=not resume):
+        return _train(config, out, resume=resume, rank=rank, world_size=world_size, log=log, stop_after=stop_after,
+                      fallback=fallback, tensorboard=tensorboard, changes=changes or {})
+
+
+def _train(config: RunConfig, out: Path | None, *, resume: bool, rank: int, world_size: int, log, stop_after,
+           fallback: bool, tensorboard: bool, changes: dict) -> list[dict[str, Any]]:
     run, loader = build_run(config, out, rank=rank, world_size=world_size)
     if rank == 0:
         prepare_out(config, out, resume)
@@ -503,12 +515,18 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
     history: list[dict[str, Any]] = []
     if resume:
         start_epoch, start_batch, partial = _restore_latest(run, out, fallback, log)
+        if run.is_main():  # accepted: only now does the run directory change
+            record_changes(out, config, changes, start_epoch, start_batch)
         history = _read_metrics(out, start_epoch) if run.is_main() else []  # one process rewrites the file
         best = max((selection_score(m) for m in history), default=-1.0)
     log(f"advcore: {config.data.dataset}, {len(loader)} batches/epoch, eps {run.eps:.4g}"
         + ("" if run.norm == "Linf" else f" ({run.norm})") + ", "
         f"plugins {' + '.join(run.plugin_names)}" + (f", resuming at epoch {start_epoch + 1}" if resume else ""))
+    restored_rng = ckpt.capture_rng() if resume else None
     run.hooks.on_run_start(run)
+    if restored_rng is not None:  # run-start work (e.g. HAT's helper network) must not shift the saved streams
+        ckpt.restore_rng(*restored_rng)
+    saver = InEpochSaver(config.checkpoint.every_steps, config.checkpoint.every_seconds)
     with StopOnSignal() as stop, metrics_board(out, start_epoch, tensorboard and run.is_main()) as board:
         for epoch in range(start_epoch, config.epochs):
             run.epoch = epoch
@@ -526,6 +544,9 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
                     good = str(last) if last is not None and last.exists() else "none written yet"
                     raise TrainingError(f"{exc}; last good checkpoint: {good}") from None
                 totals.add(step)
+                if stop.signal is None and batch_no + 1 < len(loader) and saver.due(run):  # checkpoint.every_*
+                    totals.seconds = time.perf_counter() - began
+                    write_checkpoint(run, "last", epoch=epoch, batch=batch_no + 1, partial=dict(totals.__dict__))
                 if world_size > 1 and distributed.any_rank(stop.signal is not None, run.device) and stop.signal is None:
                     stop.signal = "a signal to another rank"  # every rank stops after the same step
                 if stop.signal is not None:
@@ -612,6 +633,23 @@ class EpochTotals:
         return out
 
 
+class InEpochSaver:
+    """When to write an in-epoch checkpoint: every N global steps and/or every T seconds."""
+
+    def __init__(self, every_steps: int | None, every_seconds: float | None) -> None:
+        self.every_steps, self.every_seconds = every_steps, every_seconds
+        self.last = time.monotonic()
+
+    def due(self, run: Run) -> bool:
+        if run.out is None:
+            return False
+        due = bool(self.every_steps and run.global_step % self.every_steps == 0)
+        due = due or bool(self.every_seconds and time.monotonic() - self.last >= self.every_seconds)
+        if due:
+            self.last = time.monotonic()
+        return due
+
+
 class StopOnSignal:
     """Turn the first SIGINT/SIGTERM into a request to stop after the current step.
 
@@ -640,25 +678,37 @@ class StopOnSignal:
 
 
 def _interrupted(name: str, epoch: int, batch_no: int, out: Path | None) -> Interrupted:
-    where = f"epoch {epoch + 1}" + (f" batch {batch_no + 1}" if batch_no >= 0 else " start")
+    where = f"epoch {epoch + 1} batch {batch_no + 1}" if batch_no >= 0 else f"the end of epoch {epoch}"
     if out is None:
         return Interrupted(f"stopped by {name} at {where}; no --out directory, so nothing was saved")
     return Interrupted(f"stopped by {name} at {where}; checkpoint written to {out}/checkpoints/last.json; "
-                       f"resume with: advcore train --out {out} --resume (same plugins and config)")
+                       f"resume with: advcore train --out {out} --resume")
 
 
 def _restore_latest(run: Run, out: Path, fallback: bool, log) -> tuple[int, int, dict]:
-    """Resume from ``last``; with ``fallback``, from ``previous`` when ``last`` is unusable."""
+    """Resume from ``last``; with ``fallback``, from the newest intact of previous, best."""
+    folder = out / "checkpoints"
+    last = folder / "last.json"
+    others = [folder / f"{t}.json" for t in ckpt.FALLBACK_ORDER[1:] if (folder / f"{t}.json").exists()]
     try:
-        return restore_checkpoint(run, out / "checkpoints" / "last")
+        if not last.exists():
+            raise CheckpointError(f"checkpoint {last} is missing")
+        return restore_checkpoint(run, last)
     except CheckpointError as exc:
-        previous = out / "checkpoints" / "previous.json"
-        if "trained with plugins" in str(exc) or not previous.exists():
+        if "trained with plugins" in str(exc) or not others:
             raise
         if not fallback:
-            raise CheckpointError(f"{exc}; or pass --fallback to resume from {previous}") from None
-        log(f"advcore: {exc}; falling back to {previous}")
-        return restore_checkpoint(run, previous)
+            raise CheckpointError(f"{exc}; or pass --fallback to resume from {others[0]}") from None
+        problem = exc
+    for path in others:
+        log(f"advcore: {problem}; falling back to {path}")
+        try:
+            return restore_checkpoint(run, path)
+        except CheckpointError as exc:
+            if "trained with plugins" in str(exc):
+                raise
+            problem = exc
+    raise CheckpointError(f"no intact checkpoint left in {folder}: {problem}; start a new run") from None
 
 
 def _quiet(*args: Any, **kwargs: Any) -> None:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import advcore_hat
 from advcore import Run
 from advcore import reduce_terms
+from advcore.testing import seal_manifest
 from advcore.errors import AdvcoreError, Interrupted
 from advcore import Step
 from advcore.testing import tiny_batch, tiny_config, tiny_run
@@ -214,6 +215,6 @@ def test_a_standard_network_for_other_data_is_refused(std_checkpoint, tmp_path):
     manifest = json.loads(open(src).read())
     shutil.copy(src.replace("last.json", manifest["tensors_file"]), tmp_path / manifest["tensors_file"])
     manifest["config"]["data"]["dataset"] = "mnist"
-    (tmp_path / "last.json").write_text(json.dumps(manifest))
+    (tmp_path / "last.json").write_text(json.dumps(seal_manifest(manifest)))  # a deliberate edit, re-sealed
     with pytest.raises(AdvcoreError, match=r"trained on mnist, this run uses digits; give a standard network"):
         tiny_run(["hat"], {"hat": {"std_checkpoint": str(tmp_path / "last")}})
