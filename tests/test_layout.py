@@ -33,7 +33,7 @@ FLAT = {
     **dict.fromkeys(["config", "state", "step", "run", "hookspecs", "plugins", "core_plugin", "weights"], "kernel"),
     **dict.fromkeys(["data", "mixing", "subsets", "user_data"], "data"),
     **dict.fromkeys(["models", "model_files"], "models"),
-    **dict.fromkeys(["checkpoint", "distributed", "speed", "ema", "tensorboard_log"], "runtime"),
+    **dict.fromkeys(["checkpoint", "distributed", "speed", "ema", "tensorboard_log", "resume", "runlock"], "runtime"),
     **dict.fromkeys(["trainer"], "engine"),
     **dict.fromkeys(["evaluate", "eval_attacks", "autoattack_runner", "eval_checks", "corruptions", "margin", "export"],
                     "evaluation"),

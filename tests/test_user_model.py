@@ -37,8 +37,8 @@ def on_path(monkeypatch):
     monkeypatch.syspath_prepend(str(TESTS))
 
 
-def one_line_error(proc, *fragments):
-    assert proc.returncode == 2, proc.stderr
+def one_line_error(proc, *fragments):  # exit 1: a problem the user can fix (docs/errors.md#exit-codes)
+    assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     for fragment in fragments:
         assert fragment in proc.stderr

@@ -222,7 +222,10 @@ def eval_(
         raise AdvcoreError(f"checkpoint {checkpoint} not found; pass a run directory, a checkpoint .json or a "
                            f"state dict file")
     if checkpoint is None and model is None:
-        raise AdvcoreError("advcore eval needs a run directory, checkpoint or state dict file, or --model with --weights")
+        from typer._click.globals import get_current_context
+        from typer._click.exceptions import MissingParameter
+
+        raise MissingParameter(ctx=get_current_context(), param_type="argument", param_hint="'checkpoint'")
     if checkpoint is not None and (checkpoint.is_dir() or checkpoint.suffix == ".json"):  # refused before torch loads
         from .checkpoint import verify_checkpoint
 
@@ -532,8 +535,19 @@ analyze_app = typer.Typer(no_args_is_help=True, help="Analyse finished runs: gen
 app.add_typer(analyze_app, name="analyze")
 
 
+_ANALYSES_ADDED = False
+
+
 def _add_plugin_analyses() -> None:
-    """Analyses that plugins contribute (entry-point group ``advcore.analyze``: name = a Typer command)."""
+    """Analyses that plugins contribute (entry-point group ``advcore.analyze``: name = a Typer command).
+
+    Loaded only when ``advcore analyze`` runs (``main`` and ``advcore.testing.run_cli`` call this):
+    a plugin's module imports torch, and ``--help`` and usage errors must not.
+    """
+    global _ANALYSES_ADDED
+    if _ANALYSES_ADDED:
+        return
+    _ANALYSES_ADDED = True
     from importlib.metadata import entry_points
 
     for ep in entry_points(group="advcore.analyze"):
@@ -541,9 +555,6 @@ def _add_plugin_analyses() -> None:
             analyze_app.command(ep.name)(ep.load())
         except Exception:  # noqa: BLE001 - a broken plugin loses its command, not the CLI ('advcore plugins' names it)
             continue
-
-
-_add_plugin_analyses()
 
 
 @analyze_app.command("gap")
@@ -594,9 +605,7 @@ def _version(value: bool) -> None:
         try:
             typer.echo(f"advcore {version('advcore')}")
         except PackageNotFoundError:  # a source tree that was never installed
-            from . import __version__
-
-            typer.echo(f"advcore {__version__}")
+            typer.echo("advcore (not installed: no version)")
         raise typer.Exit(0)
 
 
@@ -616,6 +625,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     """
     from typer._click import exceptions as cx
 
+    args = sys.argv[1:] if argv is None else argv
+    if "analyze" in args:
+        _add_plugin_analyses()
     try:
         code = app(args=argv, standalone_mode=False, prog_name="advcore")
     except AdvcoreError as exc:
@@ -633,6 +645,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(exc.exit_code)
     except BrokenPipeError:  # `advcore plugins | head`
         sys.exit(0)
+    except Exception as exc:  # a bug, not bad input: still one line, and how to get the details
+        if os.environ.get("ADVCORE_RAISE_ERRORS") == "1":
+            raise
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        typer.echo(f"error: internal error {type(exc).__name__}: {detail}; rerun with ADVCORE_RAISE_ERRORS=1 for "
+                   f"the traceback and report it", err=True)
+        sys.exit(1)
     if code == 130:  # typer turned a KeyboardInterrupt (a second Ctrl-C) into this code
         typer.echo("error: interrupted at once by a second signal; the last complete checkpoint was kept", err=True)
     sys.exit(code if isinstance(code, int) else 0)
