@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from advcore import checkpoint as ckpt
-from advcore import distributed
-from advcore.config import load_config
-from advcore.trainer import train
+from advcore.runtime import checkpoint as ckpt
+from advcore.runtime import distributed
+from advcore.kernel.config import load_config
+from advcore.engine import train
 
 SETTINGS = ["data.dataset=digits", "data.subset=128", "model.arch=small-cnn", "model.width=8", "epochs=2",
             "attack.steps=3", "eval.n=64", "eval.pgd_steps=3", "deterministic=true", "optim.schedule=constant",

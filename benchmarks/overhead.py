@@ -43,10 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from handwritten import LOOPS, Context  # noqa: E402
 
-from advcore.plugins import installed_plugins  # noqa: E402
-from advcore.speed import Forward  # noqa: E402
+from advcore.kernel.plugins import installed_plugins  # noqa: E402
+from advcore.runtime.speed import Forward  # noqa: E402
 from advcore.testing import tiny_config  # noqa: E402
-from advcore.trainer import build_run, train_step, write_checkpoint  # noqa: E402
+from advcore.engine import build_run, train_step, write_checkpoint  # noqa: E402
 
 METHODS = ("pgd-at", "trades", "hat", "raat", "iaat", "free", "fast-atta", "trades+fast-atta", "hat+fast-atta")
 OPTIONS = ("channels_last", "bf16", "compile", "on_device")
@@ -57,8 +57,8 @@ SPEED = {"channels_last": {"speed": {"channels_last": True}}, "bf16": {"speed": 
 
 def synthetic_cifar() -> None:
     """Replace the dataset loader with 50,000 random CIFAR-shaped images (speed only, no accuracy)."""
-    import advcore.trainer as trainer
-    from advcore.data import Dataset, DatasetInfo
+    import advcore.engine.loop as trainer_build
+    from advcore.data.datasets import Dataset, DatasetInfo
 
     made: dict = {}
 
@@ -71,12 +71,14 @@ def synthetic_cifar() -> None:
         made["sets"] = make(50_000), make(1_000), DatasetInfo("synthetic-cifar", 10, 3, 32, 8 / 255, 4, True)
         return made["sets"]
 
-    trainer.load_dataset = load
+    trainer_build.load_dataset = load
 
 
 def build(method: str, option: str | None, args, std_checkpoint: str | None):
     plugins = method.split("+")  # "hat+fast-atta": the objective with another adversary
     options = {"hat": {"std_checkpoint": std_checkpoint}} if "hat" in plugins else {}
+    if "iaat" in plugins:  # the hand-written twin is Alg. 1/2 as the paper writes it
+        options["iaat"] = {"misclassified": "clean", "attack_mode": "objective"}
     dataset = "cifar10" if args.dataset == "synthetic-cifar" else args.dataset
     sections = {"data": {"dataset": dataset, "batch_size": args.batch_size, "subset": getattr(args, "subset", None),
                          "augment": False},

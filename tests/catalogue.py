@@ -39,7 +39,7 @@ CONFIG = [
     _bad("seed", "-1", "greater than or equal to 0"), _bad("seed", "9223372036854775808", "less than 9223372036854775808"),
     _bad("seed", "x", INT), _bad("deterministic", "perhaps", BOOL),
     _bad("data.batch_size", "0", GE1), _bad("data.batch_size", "x", INT), _bad("data.eval_batch_size", "0", GE1),
-    _bad("data.subset", "bogus:3", "allowed: a positive count N"), _bad("data.subset", "-5", "allowed: a positive count N"),
+    _set("data.subset=bogus:3", "data.subset bogus:3: no enabled plugin ranks 'bogus' subsets"), _bad("data.subset", "-5", "allowed: a positive count N"),
     _bad("data.subset", "0", "allowed: a positive count N"), _bad("data.on_device", "maybe", "allowed: true, false, auto"),
     _bad("data.dataset", "imagenet", "invalid value 'imagenet'"), _bad("data.augment", "perhaps", BOOL),
     _bad("data.download", "2", BOOL),

@@ -12,8 +12,8 @@ from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 
-from advcore.config import load_config
-from advcore.recipes import find_recipe
+from advcore.kernel.config import load_config
+from advcore.cli.recipes import find_recipe
 
 PAPERS = Path(__file__).resolve().parents[2] / "shared" / "papers"  # the shared checkout beside the repository
 

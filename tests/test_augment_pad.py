@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from advcore.data import Augment
-from advcore.config import load_config
+from advcore.data.datasets import Augment
+from advcore.kernel.config import load_config
 from advcore.errors import ConfigError
 from advcore.testing import tiny_run
 

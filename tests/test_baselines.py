@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from advcore.testing import tiny_batch, tiny_run
-from advcore.trainer import train_step
+from advcore.engine import train_step
 
 
 def one_step(plugins, options=None, **overrides):

@@ -6,11 +6,11 @@ import json
 
 import torch
 
-from advcore import checkpoint as ckpt
-from advcore.config import RunConfig
-from advcore.data import held_out_indices, load_dataset
+from advcore.runtime import checkpoint as ckpt
+from advcore.kernel.config import RunConfig
+from advcore.data.datasets import held_out_indices, load_dataset
 from advcore.testing import tiny_config
-from advcore.trainer import train
+from advcore.engine import train
 
 
 def test_default_digits_run_spends_under_a_fifth_of_its_passes_evaluating():
@@ -64,8 +64,8 @@ def test_epoch_n_none_evaluates_eval_n_every_epoch(tmp_path):
 
 def test_recipes_that_report_the_best_checkpoint_evaluate_every_epoch_in_full():
     """Early stopping as the papers do it: the per-epoch evaluation is the whole eval.n set."""
-    from advcore.config import load_config
-    from advcore.recipes import all_recipes
+    from advcore.kernel.config import load_config
+    from advcore.cli.recipes import all_recipes
 
     recipes = all_recipes()
     best = [r for r in recipes if r.checkpoint == "best"]

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from advcore.plugins import installed_plugins
-from advcore.trainer import train_step
+from advcore.kernel.plugins import installed_plugins
+from advcore.engine import train_step
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))

@@ -13,7 +13,7 @@ import sys
 import torch
 
 from advcore.testing import tiny_run
-from advcore.trainer import chance_warning
+from advcore.engine import chance_warning
 
 torch.set_num_threads(1)
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from advcore.config import apply_overrides, load_config
+from advcore.kernel.config import apply_overrides, load_config
 from advcore.errors import ConfigError
-from advcore.trainer import build_run
+from advcore.engine import build_run
 from advcore.testing import tiny_config
 
 

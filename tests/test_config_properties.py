@@ -4,7 +4,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from advcore.config import RunConfig, load_config
+from advcore.kernel.config import RunConfig, load_config
 from advcore.errors import ConfigError
 
 SECTIONS = {

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from advcore.plugins import installed_plugins
+from advcore.kernel.plugins import installed_plugins
 from advcore.testing import check_plugin
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import test_baselines  # noqa: E402
 import test_reliability  # noqa: E402
 
-from advcore import checkpoint as ckpt  # noqa: E402
-from advcore.plugins import installed_plugins  # noqa: E402
+from advcore.runtime import checkpoint as ckpt  # noqa: E402
+from advcore.kernel.plugins import installed_plugins  # noqa: E402
 from advcore.testing import check_plugin, tiny_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from advcore.data import (Augment, DataError, Dataset, Loader, class_balanced_subset, held_out_indices,
+from advcore.data.datasets import (Augment, DataError, Dataset, Loader, class_balanced_subset, held_out_indices,
                           load_dataset, make_eval_loader, read_idx)
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from advcore.checkpoint import load_checkpoint
-from advcore.config import load_config
-from advcore.trainer import train
+from advcore.runtime.checkpoint import load_checkpoint
+from advcore.kernel.config import load_config
+from advcore.engine import train
 
 PLUGIN = '''
 """Test plugin: per-sample state, sample weights from it, a masked term, a deterministic attack."""
@@ -146,7 +146,7 @@ def test_two_processes_match_one_and_resume_with_one(tally, tmp_path):
 def test_mid_epoch_resume_needs_a_matching_global_batch(tally, tmp_path):
     """A position inside an epoch converts between world sizes only on a batch boundary."""
     from advcore.errors import CheckpointError
-    from advcore.trainer import build_run, restore_checkpoint, write_checkpoint
+    from advcore.engine import build_run, restore_checkpoint, write_checkpoint
 
     run, _ = build_run(config(batch_size=32, epochs=2), tmp_path)
     run.global_step = 5
@@ -164,7 +164,7 @@ def test_mid_epoch_resume_needs_a_matching_global_batch(tally, tmp_path):
                                   torch.randint(0, 9, (5, 4), dtype=torch.int32)])
 def test_state_rows_travel_as_bytes_of_a_fixed_width(rows):
     """Any dtype (bool included) packs into [n, bytes per row] and back; an empty batch keeps the width."""
-    from advcore.distributed import _as_bytes, _from_bytes
+    from advcore.runtime.distributed import _as_bytes, _from_bytes
 
     packed = _as_bytes(rows)
     assert packed.dtype == torch.uint8

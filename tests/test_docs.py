@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from advcore import hookspecs
-from advcore.plugins import installed_plugins
+from advcore.kernel import hookspecs
+from advcore.kernel.plugins import installed_plugins
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"

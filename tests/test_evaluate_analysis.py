@@ -7,14 +7,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-from advcore.corruptions import evaluate_corruptions
-from advcore.data import DataError
+from advcore.evaluation.corruptions import evaluate_corruptions
+from advcore.data.datasets import DataError
 from advcore.errors import CheckpointError
-from advcore.margin import directional_margin, initial_directions, margin_analysis, margin_summary
-from advcore.model_files import model_from_state_dict, read_state_dict
-from advcore.models import build_model
-from advcore.plots import plot_margins, plot_sweep, plot_tradeoff, plot_training_curves
-from advcore.sweeps import eps_sweep, parse_values, steps_sweep
+from advcore.evaluation.margin import directional_margin, initial_directions, margin_analysis, margin_summary
+from advcore.models.files import model_from_state_dict, read_state_dict
+from advcore.models.architectures import build_model
+from advcore.analyses.plots import plot_margins, plot_sweep, plot_tradeoff, plot_training_curves
+from advcore.analyses.sweeps import eps_sweep, parse_values, steps_sweep
 
 
 class Linear(nn.Module):

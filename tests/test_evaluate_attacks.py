@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 
 from advcore.errors import ConfigError
-from advcore.eval_attacks import attack_flags, parse_attacks
-from advcore.evaluate import markdown_table, run_attacks
+from advcore.evaluation.eval_attacks import attack_flags, parse_attacks
+from advcore.evaluation.evaluate import markdown_table, run_attacks
 
 
 class TwoClassLinear(nn.Module):
@@ -152,7 +152,7 @@ def test_autoattack_resumes_where_it_was_interrupted(tmp_path, monkeypatch):
 
 
 def test_per_attack_restarts_syntax():
-    from advcore.eval_attacks import parse_attacks
+    from advcore.evaluation.eval_attacks import parse_attacks
 
     attacks = parse_attacks(["pgd-10x5", "cw-40x2", "pgd-20"], restarts=3)
     assert [(a.kind, a.steps, a.restarts, a.key) for a in attacks] == [

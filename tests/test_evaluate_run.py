@@ -11,14 +11,14 @@ import torch.nn as nn
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from advcore import evaluate as evaluate_module
-from advcore.checkpoint import load_checkpoint
-from advcore.cli import app
-from advcore.ema import WeightAverage
-from advcore.eval_checks import gradient_masking_checks, summarize_checks
-from advcore.evaluate import eval_data, load_model
+from advcore.evaluation import evaluate as evaluate_module
+from advcore.runtime.checkpoint import load_checkpoint
+from advcore.cli.app import app
+from advcore.runtime.ema import WeightAverage
+from advcore.evaluation.eval_checks import gradient_masking_checks, summarize_checks
+from advcore.evaluation.evaluate import eval_data, load_model
 from advcore.testing import tiny_batch, tiny_config, tiny_run
-from advcore.trainer import build_run, restore_checkpoint, train, train_step, write_checkpoint
+from advcore.engine import build_run, restore_checkpoint, train, train_step, write_checkpoint
 
 ENV = dict(os.environ, ADVCORE_PROGRESS="0", OMP_NUM_THREADS="1")  # one thread: the test machine is shared
 

@@ -89,7 +89,7 @@ def test_a_flagged_evaluation_exits_3(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from advcore.models import build_model
+    from advcore.models.architectures import build_model
 
     model = build_model("small-cnn", num_classes=10, in_channels=1, image_size=8, width=8)
     save_file({k: (torch.zeros_like(v) if v.is_floating_point() else v).contiguous()

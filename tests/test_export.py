@@ -9,10 +9,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from advcore.cli import app
+from advcore.cli.app import app
 from advcore.errors import AdvcoreError
-from advcore.evaluate import load_model
-from advcore.trainer import train
+from advcore.evaluation.evaluate import load_model
+from advcore.engine import train
 from advcore.testing import tiny_config
 
 TESTS = Path(__file__).resolve().parent
@@ -85,7 +85,7 @@ def test_export_without_ema_weights_is_one_clear_error(tmp_path):
 
 def test_the_weight_average_is_the_formula_bit_for_bit():
     """EMA kept by swa_utils.AveragedModel equals avg.mul_(d).add_(w, alpha=1 - d) with the warm-up decay."""
-    from advcore.ema import WeightAverage
+    from advcore.runtime.ema import WeightAverage
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),

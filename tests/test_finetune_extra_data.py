@@ -5,12 +5,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from advcore.checkpoint import load_checkpoint
-from advcore.cli import app
-from advcore.data import DataError, load_dataset
+from advcore.runtime.checkpoint import load_checkpoint
+from advcore.cli.app import app
+from advcore.data.datasets import DataError, load_dataset
 from advcore.errors import CheckpointError
 from advcore.testing import tiny_config, tiny_run
-from advcore.trainer import build_run, train, train_step
+from advcore.engine import build_run, train, train_step
 
 
 def digits_like_npz(path, n=40, layout="nchw", dtype="uint8", seed=0):

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-import advcore.core_plugin
+import advcore.kernel.core_plugin
 from advcore.errors import PluginError
-from advcore.plugins import resolve
+from advcore.kernel.plugins import resolve
 from advcore.testing import tiny_batch, tiny_run
-from advcore.trainer import train_step
+from advcore.engine import train_step
 
 ADVCORE = Path(sys.executable).with_name("advcore")
 
@@ -24,7 +24,7 @@ def test_an_error_in_the_core_update_is_not_blamed_on_the_wrapper_around_it(monk
     def broken(*args, **kwargs):
         raise RuntimeError("reduction broke")
 
-    monkeypatch.setattr(advcore.core_plugin, "reduce_terms", broken)
+    monkeypatch.setattr(advcore.kernel.core_plugin, "reduce_terms", broken)
     with pytest.raises(RuntimeError, match="reduction broke") as caught:
         train_step(run, tiny_batch(run, 4), 0, 0)
     assert not isinstance(caught.value, PluginError)
@@ -75,7 +75,7 @@ def test_a_missing_adversary_fails_at_plan_time_in_one_line():
 
 def test_two_answers_to_a_first_result_hook_are_a_named_conflict():
     from advcore import hookimpl
-    from advcore.plugins import Installed, build_manager
+    from advcore.kernel.plugins import Installed, build_manager
 
     class SecondHead:
         @hookimpl
@@ -87,7 +87,7 @@ def test_two_answers_to_a_first_result_hook_are_a_named_conflict():
 
 
 def _with(plugin_object, name="sloppy"):
-    from advcore.plugins import Installed
+    from advcore.kernel.plugins import Installed
 
     return resolve(["pgd-at"]) + [Installed(name, "tests", "0", module=plugin_object)]
 
@@ -99,7 +99,7 @@ def _with(plugin_object, name="sloppy"):
 def test_the_naming_rule_is_checked_at_run_start(hook_source, message):
     from advcore import hookimpl
     from advcore.testing import tiny_config
-    from advcore.trainer import build_run
+    from advcore.engine import build_run
 
     class Sloppy:
         @hookimpl
@@ -114,7 +114,7 @@ def test_the_naming_rule_is_checked_at_run_start(hook_source, message):
 def test_step_records_follow_the_naming_rule():
     from advcore import hookimpl
     from advcore.testing import tiny_config
-    from advcore.trainer import build_run
+    from advcore.engine import build_run
 
     class Sloppy:
         @hookimpl

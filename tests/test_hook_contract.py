@@ -10,10 +10,11 @@ from pathlib import Path
 import pluggy
 import pytest
 
-from advcore import hookimpl, hookspecs
-from advcore.conformance import Probe
+from advcore import hookimpl
+from advcore.kernel import hookspecs
+from advcore.kit.conformance import Probe
 from advcore.errors import PluginError
-from advcore.plugins import RESULT_CHECKS, Hooks, Installed, build_manager, check_result, resolve
+from advcore.kernel.plugins import RESULT_CHECKS, Hooks, Installed, build_manager, check_result, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = [n for n in hookspecs.__all__ if n.startswith("advcore_")]

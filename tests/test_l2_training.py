@@ -17,13 +17,13 @@ from typer.testing import CliRunner
 import advcore_pgd
 from advcore import PluginInfo, hookimpl
 from advcore.attacks import ce_loss, pgd, pgd_eval, project, random_start, step_direction
-from advcore.cli import app
-from advcore.config import load_config
-from advcore.data import held_out_indices
+from advcore.cli.app import app
+from advcore.kernel.config import load_config
+from advcore.data.datasets import held_out_indices
 from advcore.errors import ConfigError
-from advcore.evaluate import evaluate_checkpoint
+from advcore.evaluation.evaluate import evaluate_checkpoint
 from advcore.testing import check_plugin, tiny_run
-from advcore.trainer import evaluate, evaluate_run, train
+from advcore.engine import evaluate, evaluate_run, train
 
 EPS = 128 / 255
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from advcore.models import MODELS, build_model
+from advcore.models.architectures import MODELS, build_model
 
 CASES = [
     ("small-cnn", dict(in_channels=1, image_size=8), {}),
@@ -62,7 +62,7 @@ def test_normalisation_inside_model():
 def test_small_cnn_trains_fast_and_learns():
     import time
 
-    from advcore.data import Augment, Loader, load_dataset
+    from advcore.data.datasets import Augment, Loader, load_dataset
 
     train, test, info = load_dataset("digits")
     torch.manual_seed(0)
@@ -101,7 +101,7 @@ def test_errors():
 def test_training_a_network_the_avx2_kernel_would_corrupt_is_refused(monkeypatch, capability, width, refused):
     from advcore.errors import ConfigError
     from advcore.testing import tiny_config
-    from advcore.trainer import build_run
+    from advcore.engine import build_run
 
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     config = tiny_config(["pgd-at"], model={"arch": "resnet18", "width": width})

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from advcore.errors import AdvcoreError
-from advcore.plugins import installed_plugins
+from advcore.kernel.plugins import installed_plugins
 from advcore.testing import tiny_batch, tiny_run
-from advcore.trainer import train_step
+from advcore.engine import train_step
 
 REPO = Path(__file__).resolve().parents[1]
 SETUP = {"data": {"batch_size": 8, "subset": 48}, "model": {"arch": "small-cnn", "width": 4},
@@ -83,7 +83,7 @@ def assert_same(a, b, what):
 def std_checkpoint(tmp_path_factory):
     """One standard network for HAT, so no pair trains its own."""
     from advcore.testing import tiny_config
-    from advcore.trainer import train
+    from advcore.engine import train
 
     out = tmp_path_factory.mktemp("std")
     train(tiny_config(["standard"], **{**SETUP, "epochs": 1}), out, log=lambda *_: None)

@@ -9,9 +9,9 @@ import torch
 
 from advcore import PluginInfo, hookimpl
 from advcore.errors import PluginError
-from advcore.plugins import Hooks, Installed, build_manager, installed_plugins, resolve
+from advcore.kernel.plugins import Hooks, Installed, build_manager, installed_plugins, resolve
 from advcore.testing import tiny_batch, tiny_config
-from advcore.trainer import build_run, train_step
+from advcore.engine import build_run, train_step
 
 BASELINES = {"standard", "pgd-at", "trades", "mart", "alp", "pgd", "fgsm-rs", "free"}
 

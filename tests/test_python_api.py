@@ -14,7 +14,7 @@ import torch.nn as nn
 from torch.utils.data import TensorDataset
 
 import advcore.api as api
-from advcore.data import DataError
+from advcore.data.datasets import DataError
 from advcore.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ TINY = {"attack.steps": 2, "eval.n": 32, "data.batch_size": 32}
 
 def test_a_factory_string_run_records_the_factory_and_returns_the_trained_model(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "tests"))
-    from advcore.evaluate import load_model
+    from advcore.evaluation.evaluate import load_model
 
     result = api.train("tests_pkg.module:factory", "tests_pkg.module:data", plugins=["trades"], epochs=1,
                        settings={**TINY, "model.kwargs.width": 4}, device="cpu", out=tmp_path / "run", quiet=True)
@@ -96,7 +96,7 @@ def test_bad_settings_are_the_cli_one_line_errors():
 
 def test_evaluate_of_a_module_matches_the_evaluation_suite():
     """The report of api.evaluate equals advcore's run_attacks on the same tensors."""
-    from advcore.evaluate import run_attacks
+    from advcore.evaluation.evaluate import run_attacks
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
@@ -146,8 +146,8 @@ def test_attack_stays_in_the_ball_and_beats_random_noise():
 def test_the_closed_form_schedules_are_torchs_schedulers_stepped_per_batch(schedule):
     """lr_at (stateless, so a resumed run needs no scheduler state) gives the learning rates of
     torch.optim.lr_scheduler's CosineAnnealingLR / MultiStepLR stepped once per batch."""
-    from advcore.config import load_config
-    from advcore.trainer import lr_at
+    from advcore.kernel.config import load_config
+    from advcore.engine import lr_at
 
     epochs, per_epoch = 4, 5
     cfg = load_config(None, [f"optim.schedule={schedule}", "optim.milestones=[1, 3]"], epochs=epochs)

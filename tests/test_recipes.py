@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from advcore.cli import app
-from advcore.config import load_config
-from advcore.eval_attacks import parse_attacks
-from advcore.plugins import installed_plugins
-from advcore.recipes import all_recipes, find_recipe, recipes_markdown
-from advcore.trainer import resolve_composition, train
+from advcore.cli.app import app
+from advcore.kernel.config import load_config
+from advcore.evaluation.eval_attacks import parse_attacks
+from advcore.kernel.plugins import installed_plugins
+from advcore.cli.recipes import all_recipes, find_recipe, recipes_markdown
+from advcore.engine import resolve_composition, train
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = all_recipes()

@@ -14,9 +14,9 @@ from fnmatch import fnmatch
 
 import pytest
 
-from advcore.config import load_config
-from advcore.plugins import installed_plugins
-from advcore.recipes import all_recipes, find_recipe
+from advcore.kernel.config import load_config
+from advcore.kernel.plugins import installed_plugins
+from advcore.cli.recipes import all_recipes, find_recipe
 from recipe_quotes import PAPERS, normalized, same
 
 NOTES = PAPERS / "reference-notes.md"
@@ -91,13 +91,13 @@ def effective_value(name: str, key: str):
             return config["attack"]["model_mode"]
         if "iaat" in config["plugins"] and config["options"].get("iaat", {}).get("attack_mode", "train") == "train":
             return "train"
-        from advcore.trainer import resolve_composition
+        from advcore.engine import resolve_composition
 
         plugins, options = resolve_composition(load_config(base=find_recipe(name).run_config()))
         objective = next(p for p in plugins if "objective" in p.info.roles)
         return getattr(options[objective.name], "attack_mode", "eval")
     if key.startswith("options."):
-        from advcore.trainer import resolve_composition
+        from advcore.engine import resolve_composition
 
         _, plugin, option = key.split(".", 2)
         _, options = resolve_composition(load_config(base=find_recipe(name).run_config()))

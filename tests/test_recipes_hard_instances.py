@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from advcore.config import load_config
-from advcore.recipes import find_recipe
+from advcore.kernel.config import load_config
+from advcore.cli.recipes import find_recipe
 from recipe_quotes import assert_recipe_says
 
 PAPER = "004_76734c38e77c3cb1.txt"

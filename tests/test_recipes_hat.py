@@ -12,7 +12,7 @@ from fractions import Fraction
 
 import pytest
 
-from advcore.recipes import find_recipe
+from advcore.cli.recipes import find_recipe
 from recipe_quotes import assert_quoted, recipe_value
 
 SOURCES = {"paper": "000_108518648b981545.txt", "notes": "reference-notes.md"}
@@ -191,7 +191,7 @@ def test_recipe_value_matches_the_paper(name, key, expected, source, quote):
 
 
 def test_every_hat_recipe_is_covered():
-    from advcore.recipes import all_recipes
+    from advcore.cli.recipes import all_recipes
 
     shipped = {r.name for r in all_recipes() if r.name.startswith("hat/")}
     assert shipped == {r[0] for r in ROWS}

@@ -10,7 +10,7 @@ are documented in each recipe's notes and have no row here.
 
 import pytest
 
-from advcore.recipes import find_recipe
+from advcore.cli.recipes import find_recipe
 from recipe_quotes import assert_recipe_says
 
 PAPER = "001_f1b1e053876c7439.txt"

@@ -10,7 +10,7 @@ their architecture has no row here.
 
 import pytest
 
-from advcore.recipes import find_recipe
+from advcore.cli.recipes import find_recipe
 from recipe_quotes import assert_recipe_says
 
 PAPER = "002_06f1661dc475c0a2.txt"

@@ -9,7 +9,7 @@ shared checkout beside the repository), the quote must occur in the paper.
 
 import pytest
 
-from advcore.recipes import find_recipe
+from advcore.cli.recipes import find_recipe
 from recipe_quotes import assert_recipe_says
 
 PAPER = "003_e22cbcdaa13759c1.txt"

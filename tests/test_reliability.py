@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from advcore import checkpoint as ckpt
+from advcore.runtime import checkpoint as ckpt
 from advcore import hookimpl
 from advcore.errors import CheckpointError, TrainingError
-from advcore.plugins import Installed, resolve
+from advcore.kernel.plugins import Installed, resolve
 from advcore.testing import tiny_config
-from advcore.trainer import train
+from advcore.engine import train
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ARGS = ["--plugin", "trades", "--plugin", "test-killer", "--epochs", "3", "--subset", "256", "--seed", "3",
@@ -87,14 +87,14 @@ class NaNTerm:
 def test_nan_loss_stops_naming_step_terms_and_last_good_checkpoint(tmp_path):
     config = tiny_config(["pgd-at"], epochs=2)
     plugins = resolve(["pgd-at"]) + [Installed("nan", "tests", "0", module=NaNTerm())]
-    from advcore import trainer
-    original = trainer.build_run
-    trainer.build_run = lambda cfg, out, **kw: original(cfg, out, plugins=plugins, **{k: v for k, v in kw.items() if k != "plugins"})
+    import advcore.engine.loop as trainer_build
+    original = trainer_build.build_run
+    trainer_build.build_run = lambda cfg, out, **kw: original(cfg, out, plugins=plugins, **{k: v for k, v in kw.items() if k != "plugins"})
     try:
         with pytest.raises(TrainingError) as err:
             train(config, tmp_path, log=lambda _: None)
     finally:
-        trainer.build_run = original
+        trainer_build.build_run = original
     message = str(err.value)
     assert "loss became nan at epoch 0 batch 2" in message
     assert "exploding=nan" in message and "ce_adv=" in message

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from advcore import checkpoint as ckpt
+from advcore.runtime import checkpoint as ckpt
 from cli_exe import advcore, one_line
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -191,13 +191,13 @@ class _KillAtStep:
 
 @pytest.mark.parametrize("plugin", BUILT_IN)
 def test_every_built_in_plugin_resumes_bitwise_from_an_in_epoch_checkpoint(tmp_path, plugin, monkeypatch):
-    from advcore import trainer
-    from advcore.plugins import Installed, resolve
+    import advcore.engine.loop as trainer_build
+    from advcore.kernel.plugins import Installed, resolve
     from advcore.testing import tiny_config
 
     config = tiny_config([plugin], epochs=2, deterministic=True, data={"subset": 64, "batch_size": 16},
                          eval={"n": 16, "pgd_steps": 1}, attack={"steps": 1}, checkpoint={"every_steps": 2})
-    original = trainer.build_run
+    original = trainer_build.build_run
 
     def with_killer(at):
         def build(cfg, out, **kw):
@@ -208,16 +208,16 @@ def test_every_built_in_plugin_resumes_bitwise_from_an_in_epoch_checkpoint(tmp_p
                             **kw)
         return build
 
-    monkeypatch.setattr(trainer, "build_run", original)  # restored after the test
-    trainer.build_run = with_killer(None)  # the same composition, never killed
-    trainer.train(config, tmp_path / "full", log=lambda _: None)
-    trainer.build_run = with_killer((1, 3))  # dies in the last batch of epoch 2, after an in-epoch checkpoint
+    monkeypatch.setattr(trainer_build, "build_run", original)  # restored after the test
+    trainer_build.build_run = with_killer(None)  # the same composition, never killed
+    trainer_build.train(config, tmp_path / "full", log=lambda _: None)
+    trainer_build.build_run = with_killer((1, 3))  # dies in the last batch of epoch 2, after an in-epoch checkpoint
     with pytest.raises(_Killed):
-        trainer.train(config, tmp_path / "split", log=lambda _: None)
+        trainer_build.train(config, tmp_path / "split", log=lambda _: None)
     manifest = _manifest(tmp_path / "split")
     assert manifest["epoch"] == 1 and 1 <= manifest["batch"] <= 3, (manifest["epoch"], manifest["batch"])
-    trainer.build_run = with_killer(None)
-    trainer.train(config, tmp_path / "split", resume=True, log=lambda _: None)
+    trainer_build.build_run = with_killer(None)
+    trainer_build.train(config, tmp_path / "split", resume=True, log=lambda _: None)
     a, b = _tensors(tmp_path / "full"), _tensors(tmp_path / "split")
     assert a.keys() == b.keys()
     for key in a:

@@ -10,9 +10,9 @@ import tomllib
 
 import pytest
 
-from advcore import cli
+from advcore.cli import app as cli
 from advcore.errors import AdvcoreError, PluginError
-from advcore.scaffold import new_plugin
+from advcore.kit.scaffold import new_plugin
 
 
 def run_cli(monkeypatch, *args):
@@ -94,7 +94,7 @@ def test_an_installed_name_is_refused(tmp_path):
 
 def test_an_existing_package_folder_is_not_overwritten(tmp_path, monkeypatch, capsys):
     new_plugin("my-method", tmp_path)
-    assert run_cli(monkeypatch, "new-plugin", "my-method", "--dir", str(tmp_path)) == 2
+    assert run_cli(monkeypatch, "new-plugin", "my-method", "--dir", str(tmp_path)) == 1  # a user error
     assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'advcore-my-method'} already exists and is not "
                                                f"empty; choose another --dir or remove it")
 
@@ -111,7 +111,7 @@ def installed_pair(tmp_path_factory):
 
 
 def test_one_package_can_hold_several_plugins_with_a_stub_for_every_hook(installed_pair):
-    from advcore.hookspecs import CONTRACT
+    from advcore.kernel.hookspecs import CONTRACT
 
     package, _ = installed_pair
     entry = tomllib.loads((package / "pyproject.toml").read_text())["project"]["entry-points"]["advcore.plugins"]

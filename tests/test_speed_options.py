@@ -10,12 +10,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from advcore.config import load_config
+from advcore.kernel.config import load_config
 from advcore.errors import ConfigError
-from advcore.plugins import installed_plugins
-from advcore.speed import Forward, wants_device
+from advcore.kernel.plugins import installed_plugins
+from advcore.runtime.speed import Forward, wants_device
 from advcore.testing import tiny_batch, tiny_config, tiny_run
-from advcore.trainer import build_run, train_step, write_checkpoint
+from advcore.engine import build_run, train_step, write_checkpoint
 
 K = 3  # attack steps of tiny_config
 
@@ -86,7 +86,7 @@ def test_on_device_auto_moves_small_training_sets_to_cuda_only(monkeypatch):
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
     assert wants_device(ds, cuda, "auto") and not wants_device(ds, cpu, "auto")
     assert wants_device(ds, cpu, True) and not wants_device(ds, cuda, False)
-    monkeypatch.setattr("advcore.speed.ON_DEVICE_LIMIT", ds.images.numel() - 1)
+    monkeypatch.setattr("advcore.runtime.speed.ON_DEVICE_LIMIT", ds.images.numel() - 1)
     assert not wants_device(ds, cuda, "auto")
 
 
@@ -147,7 +147,7 @@ class FrozenNorm(torch.nn.BatchNorm2d):
 @pytest.mark.parametrize("arch", ["small-cnn", "resnet18"])
 def test_set_mode_leaves_every_module_as_module_train_would(arch):
     from advcore.attacks import set_mode
-    from advcore.models import build_model
+    from advcore.models.architectures import build_model
 
     ours = build_model(arch, num_classes=10, in_channels=1, image_size=8, width=8)
     reference = build_model(arch, num_classes=10, in_channels=1, image_size=8, width=8)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from advcore.testing import tiny_run
-from advcore.trainer import restore_checkpoint, write_checkpoint
+from advcore.engine import restore_checkpoint, write_checkpoint
 
 DTYPES = [torch.bool, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.float16,
           torch.bfloat16, torch.float64]

@@ -7,7 +7,7 @@ import pytest
 
 from advcore.errors import ConfigError
 from advcore.testing import tiny_config
-from advcore.trainer import train
+from advcore.engine import train
 
 pytest.importorskip("tensorboard", reason="the tensorboard package is in requirements-dev.txt")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
@@ -49,7 +49,7 @@ def test_missing_package_is_a_one_line_error(tmp_path, monkeypatch):
 
 
 def test_cli_reports_the_missing_package_without_traceback(tmp_path, monkeypatch, capsys):
-    from advcore import cli
+    from advcore.cli import app as cli
 
     monkeypatch.setitem(sys.modules, "tensorboard", None)
     monkeypatch.setattr(sys, "argv", ["advcore", "train", "--plugin", "pgd-at", "--out", str(tmp_path / "run"),

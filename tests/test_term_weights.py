@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from advcore import LossTerm, TermWeights, hookimpl
-from advcore.core_plugin import reduce_terms
+from advcore.kernel.core_plugin import reduce_terms
 from advcore.errors import PluginError
-from advcore.plugins import Hooks, build_manager
+from advcore.kernel.plugins import Hooks, build_manager
 
 
 def terms():

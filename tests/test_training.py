@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from advcore import checkpoint as ckpt
+from advcore.runtime import checkpoint as ckpt
 from advcore.errors import CheckpointError
 from advcore.testing import tiny_config
-from advcore.trainer import train
+from advcore.engine import train
 
 
 def digits_config(plugins, **over):

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 import advcore.api as api
-from advcore.checkpoint import load_checkpoint
-from advcore.config import load_config
+from advcore.runtime.checkpoint import load_checkpoint
+from advcore.kernel.config import load_config
 from advcore.errors import ConfigError, PluginError
-from advcore.evaluate import load_target
+from advcore.evaluation.evaluate import load_target
 
 TESTS = Path(__file__).resolve().parent
 ADVCORE = str(Path(sys.executable).with_name("advcore"))
@@ -77,7 +77,7 @@ def test_torchvision_resnet18_with_num_classes_trains_and_he_refuses_it_in_one_l
 
 
 def test_unstable_indices_and_bad_factories_are_one_line(on_path):
-    from advcore.models import build_user_model
+    from advcore.models.architectures import build_user_model
 
     one_line_error(advcore("train", "--model", "tests_pkg.module:factory", "--dataset", "tests_pkg.module:jittered"),
                    "dataset[0] returned a different sample on a second read", "stable indices")
@@ -104,7 +104,7 @@ def test_unstable_indices_and_bad_factories_are_one_line(on_path):
 
 
 def test_a_user_model_run_resumes_bit_exactly(tmp_path, on_path):
-    from advcore.trainer import train
+    from advcore.engine import train
 
     cfg = load_config(None, [f"{k}={v}" for k, v in FAST.items()] + ["ema.decay=0.9"], epochs=2, device="cpu",
                       deterministic=True,
@@ -123,7 +123,7 @@ def test_a_user_model_run_resumes_bit_exactly(tmp_path, on_path):
 
 def test_eval_takes_the_best_checkpoint_unless_told_last(tmp_path, on_path):
     """best/last of one run are replaced by two different runs' checkpoints: the report follows the tag."""
-    from advcore.evaluate import evaluate_checkpoint
+    from advcore.evaluation.evaluate import evaluate_checkpoint
 
     for name, seed in (("a", 0), ("b", 5)):
         api.train("tests_pkg.module:factory", "tests_pkg.module:data", epochs=1, seed=seed, settings=FAST,
@@ -157,7 +157,7 @@ def test_eval_takes_the_best_checkpoint_unless_told_last(tmp_path, on_path):
 def test_eval_of_a_user_module_from_wrapped_state_dicts_matches_the_run(tmp_path, on_path):
     """DataParallel/RobustBench-style .pt files ({"state_dict": {"module.x": ...}}) load into the factory's module."""
     from advcore.errors import CheckpointError
-    from advcore.evaluate import evaluate_checkpoint
+    from advcore.evaluation.evaluate import evaluate_checkpoint
 
     api.train("tests_pkg.module:factory", "tests_pkg.module:data", epochs=1, settings=FAST, device="cpu",
               out=tmp_path / "run", quiet=True)

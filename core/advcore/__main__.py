@@ -1,5 +1,5 @@
 """`python -m advcore`: the same command line as the `advcore` executable."""
 
-from .cli import main
+from .cli.app import main
 
 main()

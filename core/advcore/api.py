@@ -88,9 +88,9 @@ def train(model: Any = None, train_data: Any = None, test_data: Any = None, *, p
     (``epochs=2``, ``seed=1``, ``device="cpu"``). A model instance is trained in place and
     returned; otherwise the returned model is rebuilt from the last checkpoint (eval mode).
     """
-    from .config import load_config
-    from .evaluate import load_model
-    from .trainer import train as run_training
+    from .kernel.config import load_config
+    from .evaluation.evaluate import load_model
+    from .engine import train as run_training
 
     factory, instance = _model_factory(model)
     dataset = _data_factory(train_data, test_data)
@@ -114,9 +114,9 @@ def train(model: Any = None, train_data: Any = None, test_data: Any = None, *, p
 
 def _eval_tensors(data: Any, n: int | None, seed: int, data_dir: str | None):
     """(x, y, dataset label, default eps) from a Dataset, an (x, y) pair or a dataset name/factory."""
-    from .data import held_out_indices
-    from .evaluate import eval_data
-    from .user_data import USER_DEFAULT_EPS, from_torch_dataset
+    from .data.datasets import held_out_indices
+    from .evaluation.evaluate import eval_data
+    from .data.user_data import USER_DEFAULT_EPS, from_torch_dataset
 
     if isinstance(data, str):
         x, y, info = eval_data(data, data_dir, n, seed)
@@ -142,7 +142,7 @@ def evaluate(model: Any, data: Any = None, *, attacks: Iterable[str] = ("pgd", "
     ``square_queries``, ``batch_size``, ``progress``. ``norm`` defaults to Linf (for a run: the
     run's). The model is evaluated in eval mode on its own device, and its mode is restored afterwards.
     """
-    from .evaluate import evaluate_checkpoint, evaluate_model
+    from .evaluation.evaluate import evaluate_checkpoint, evaluate_model
 
     if isinstance(model, (str, Path)) and not is_factory(str(model)):
         return evaluate_checkpoint(model, attacks=attacks, n=n, eps=eps, norm=norm,
@@ -186,7 +186,7 @@ def attack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, kind: st
         if kind == "autoattack":
             from pyautoattack import AutoAttack
 
-            from .eval_attacks import parse_attacks
+            from .evaluation.eval_attacks import parse_attacks
 
             parse_attacks([], aa_version=aa_version, aa_attacks=aa_attacks)  # the CLI's checks and messages
             aa = AutoAttack(model, norm=norm, eps=eps, version=aa_version, device=x.device,

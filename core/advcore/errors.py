@@ -37,3 +37,7 @@ class Interrupted(AdvcoreError):
     """Training was stopped by a signal after a checkpoint was written."""
 
     exit_code = 130
+
+
+class CompositionMismatch(CheckpointError):
+    """A checkpoint was trained with other plugins; resuming from any of its files cannot help."""

@@ -4,7 +4,7 @@
 suite and it runs every hook contract on a tiny model and batch, naming the hook of each
 problem. ``tiny_run`` builds a real run (digits data, a small CNN, the real plugin
 manager) and ``tiny_batch`` a fixed batch from its training set, so a plugin's hooks can
-be exercised one step at a time with ``advcore.trainer.train_step``.
+be exercised one step at a time with ``advcore.engine.train_step``.
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ import torch
 from pydantic import BaseModel, ValidationError
 
 from .attacks import model_mode
-from .checkpoint import load_checkpoint, seal_manifest
-from .config import RunConfig, format_validation_error, validate_options
-from .conformance import PROBE, Problem, Probe, difference, first_difference, hook_named_in, implementers, snapshot
-from .data import Batch
+from .runtime.checkpoint import load_checkpoint, seal_manifest
+from .kernel.config import RunConfig, format_validation_error, validate_options
+from .kit.conformance import PROBE, Problem, Probe, difference, first_difference, hook_named_in, implementers, snapshot
+from .data.datasets import Batch
 from .errors import AdvcoreError, PluginError
-from .evaluate import load_model
-from .models import SmallCNN
-from .plugins import Installed, _plugin_info, installed_plugins, resolve
-from .run import Run
-from .trainer import build_run, epoch_seed, evaluate_run, lr_at, restore_checkpoint, train, train_step, write_checkpoint
+from .evaluation.evaluate import load_model
+from .models.architectures import SmallCNN
+from .kernel.plugins import Installed, _plugin_info, installed_plugins, resolve
+from .kernel.run import Run
+from .engine import build_run, epoch_seed, evaluate_run, lr_at, restore_checkpoint, train, train_step, write_checkpoint
 
 __all__ = ["tiny_config", "tiny_run", "tiny_batch", "check_plugin", "ConformanceReport", "ConformanceError",
            "Problem", "BASELINES", "CHECK_CONFIG", "train", "train_step", "load_checkpoint", "load_model", "resolve",
@@ -39,7 +39,7 @@ def run_cli(args: list[str]):
     """Run ``advcore ARGS`` in this process (typer's CliRunner); the result has ``exit_code`` and ``output``."""
     from typer.testing import CliRunner
 
-    from .cli import _add_plugin_analyses, app
+    from .cli.app import _add_plugin_analyses, app
 
     args = [str(a) for a in args]
     if "analyze" in args:

@@ -153,7 +153,7 @@ def public_names() -> dict[str, list[str]]:
 
 def render() -> str:
     import advcore
-    from advcore.config import RunConfig
+    from advcore.kernel.config import RunConfig
 
     parts = ["# Public plugin API", "",
              "<!-- Generated from the code by `python3 docs/mkdocs/api_reference.py`; do not edit by hand. -->", "",

@@ -1,4 +1,4 @@
-"""Write docs/hooks.md from core/advcore/hookspecs.py: every hook's signature and docstring, in call order.
+"""Write docs/hooks.md from core/advcore/kernel/hookspecs.py: every hook's signature and docstring, in call order.
 
     python3 docs/mkdocs/hook_reference.py          # rewrite docs/hooks.md
     python3 docs/mkdocs/hook_reference.py --check  # exit 1 if docs/hooks.md is out of date
@@ -73,14 +73,14 @@ def hooks(source: str) -> list[tuple[str, ast.FunctionDef]]:
 
 
 def render() -> str:
-    import advcore.hookspecs as specs
+    import advcore.kernel.hookspecs as specs
 
     source = Path(specs.__file__).read_text()
     intro = markdown(specs.__doc__ or "")
     parts = [
         "# Hook reference",
         "",
-        "<!-- Generated from core/advcore/hookspecs.py by `python3 docs/mkdocs/hook_reference.py`; "
+        "<!-- Generated from core/advcore/kernel/hookspecs.py by `python3 docs/mkdocs/hook_reference.py`; "
         "do not edit by hand. -->",
         "",
         intro,
@@ -91,7 +91,7 @@ def render() -> str:
         "plugin is packaged and tested: [Writing a plugin](writing-plugins.md); what the conformance kit "
         "checks for each hook: [advcore.testing](api.md#advcoretesting).",
         "",
-        "The table is `advcore.hookspecs.CONTRACT`, the one source of the contract: the specs' first-result "
+        "The table is `advcore.kernel.hookspecs.CONTRACT`, the one source of the contract: the specs' first-result "
         "flags, the facade's result checks, the conformance probe and this page are derived from it "
         "(tests/test_hook_contract.py). *Wrappable*: `@hookimpl(wrapper=True)` implementations may surround "
         "the others; a wrapper on any other hook is refused when the run is built.",

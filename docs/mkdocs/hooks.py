@@ -1,6 +1,6 @@
 """MkDocs hooks for the advcore site (see mkdocs.yml).
 
-- fail the build when docs/hooks.md no longer matches core/advcore/hookspecs.py;
+- fail the build when docs/hooks.md no longer matches core/advcore/kernel/hookspecs.py;
 - fill the "Methods" section with every page in docs/methods/, titled by its first heading;
 - add any page the nav does not list under "More", so no page is unreachable.
 """
@@ -36,7 +36,7 @@ def _listed(nav) -> set[str]:
 
 def on_config(config):
     if hook_reference.main(["--check"]) != 0:
-        raise PluginError("docs/hooks.md is out of date with core/advcore/hookspecs.py; "
+        raise PluginError("docs/hooks.md is out of date with core/advcore/kernel/hookspecs.py; "
                           "run: python3 docs/mkdocs/hook_reference.py")
     docs = Path(config.docs_dir)
     methods = [{title(p): f"methods/{p.name}"} for p in sorted((docs / "methods").glob("*.md"))]

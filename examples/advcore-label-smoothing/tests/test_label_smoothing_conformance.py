@@ -3,7 +3,7 @@
 import torch
 
 from advcore.testing import check_plugin, tiny_batch, tiny_run
-from advcore.trainer import train_step
+from advcore.engine import train_step
 
 
 def test_label_smoothing_passes_the_conformance_kit():
