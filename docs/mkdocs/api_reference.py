@@ -178,15 +178,10 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        if not PAGE.exists() or PAGE.read_text() != text:
-            print(f"{PAGE} is out of date; run: python3 docs/mkdocs/api_reference.py", file=sys.stderr)
-            return 1
-        return 0
-    PAGE.write_text(text)
-    print(f"wrote {PAGE}")
-    return 0
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from hook_reference import write_or_check
+
+    return write_or_check(PAGE, render(), argv, "api_reference.py")
 
 
 if __name__ == "__main__":

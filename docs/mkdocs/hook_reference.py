@@ -118,16 +118,20 @@ def render() -> str:
     return "\n".join(parts + table + [""] + body).rstrip() + "\n"
 
 
-def main(argv: list[str]) -> int:
-    text = render()
+def write_or_check(page: Path, text: str, argv: list[str], script: str) -> int:
+    """Rewrite a generated page, or with ``--check`` exit 1 when it differs from ``text``."""
     if "--check" in argv:
-        if not PAGE.exists() or PAGE.read_text() != text:
-            print(f"{PAGE} is out of date; run: python3 docs/mkdocs/hook_reference.py", file=sys.stderr)
+        if not page.exists() or page.read_text() != text:
+            print(f"{page} is out of date; run: python3 docs/mkdocs/{script}", file=sys.stderr)
             return 1
         return 0
-    PAGE.write_text(text)
-    print(f"wrote {PAGE}")
+    page.write_text(text)
+    print(f"wrote {page}")
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return write_or_check(PAGE, render(), argv, "hook_reference.py")
 
 
 if __name__ == "__main__":
