@@ -10,6 +10,8 @@ import pytest
 
 from cli_exe import ENV, EXE, advcore, one_line
 
+from advcore.testing import load_checkpoint
+
 
 def test_version_prints_the_installed_version():
     from importlib.metadata import version
@@ -56,7 +58,7 @@ def test_these_answer_without_importing_torch(args):
     assert modules and "torch" not in modules, sorted(m for m in modules if "torch" in m)[:5]
 
 
-def test_ctrl_c_exits_130(tmp_path):
+def test_ctrl_c_exits_130_after_writing_a_checkpoint_and_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen([EXE, "train", "--plugin", "standard", "--epochs", "50", "--subset", "64",
                              "--set", "model.width=8", "--set", "eval.n=16", "--set", "data.batch_size=16",
@@ -68,6 +70,9 @@ def test_ctrl_c_exits_130(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and f"advcore train --out {out} --resume" in err
+    assert "stopped by SIGINT" in err
+    manifest, _ = load_checkpoint(out)
+    assert manifest["epoch"] >= 1
 
 
 def test_a_package_adds_a_command_through_the_advcore_commands_entry_point():
