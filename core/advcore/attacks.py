@@ -109,7 +109,7 @@ def set_mode(model: torch.nn.Module, training: bool) -> None:
     do, and then get the real call) the same flags are written directly; a model already
     in that mode is left alone.
     """
-    modules = list(model.modules())
+    modules = _submodules(model)
     if all(m.training == training for m in modules):
         return
     if any(type(m).train is not _MODULE_TRAIN for m in modules):
@@ -117,6 +117,18 @@ def set_mode(model: torch.nn.Module, training: bool) -> None:
         return
     for m in modules:
         object.__setattr__(m, "training", training)
+
+
+def _submodules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """``list(model.modules())`` without its name strings: a breadth-first walk, each module once."""
+    found, seen, i = [model], {id(model)}, 0
+    while i < len(found):
+        for child in found[i]._modules.values():
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                found.append(child)
+        i += 1
+    return found
 
 
 def as_budget(value: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
