@@ -30,9 +30,10 @@ from ..runtime.speed import place_dataset, step_models
 from ..kernel.state import SampleState
 from ..runtime.tensorboard_log import metrics_board, require_tensorboard
 from ..kernel.step import Step
+from ..progress import POSTFIX_EVERY, progress_bar, show_values
 
 from .signals import StopOnSignal, _interrupted
-from .metrics import EpochTotals, _progress, _quiet, _read_metrics, _summary
+from .metrics import EpochTotals, _quiet, _read_metrics, _summary
 from .model_spec import build_model_from_spec, load_model_tensors, model_spec
 from .optim import build_optimizer, build_scheduler, fast_forward, load_scheduler_state, scheduler_state
 
@@ -223,11 +224,14 @@ def train_step(run: Run, batch, epoch: int, batch_no: int) -> Step:
 
 def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float, step_size: float,
              steps: int, restarts: int = 1, batch_size: int = 256, device: torch.device | str = "cpu",
-             norm: str = "Linf") -> dict[str, float]:
-    """Clean and PGD accuracy of ``model`` (eval mode) on uint8 or float images, in the ``norm`` ball."""
+             norm: str = "Linf", progress: str | None = None) -> dict[str, float]:
+    """Clean and PGD accuracy of ``model`` (eval mode) on uint8 or float images, in the ``norm`` ball.
+
+    ``progress`` names a progress bar over the batches (shown on an interactive stderr only)."""
     correct = robust = 0
+    starts = range(0, labels.shape[0], batch_size)
     with model_mode(model, "eval"):
-        for start in range(0, labels.shape[0], batch_size):
+        for start in starts if progress is None else progress_bar(starts, len(starts), progress):
             x = images[start:start + batch_size].to(device)
             x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
             y = labels[start:start + batch_size].to(device)
@@ -240,15 +244,18 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return {"clean_acc": correct / n, "robust_acc": robust / n}
 
 
-def evaluate_run(run: Run, model: torch.nn.Module | None = None, n: int | None = None) -> dict[str, float]:
-    """Clean and PGD accuracy on the first ``n`` (default ``eval.n``) held-out test samples."""
+def evaluate_run(run: Run, model: torch.nn.Module | None = None, n: int | None = None,
+                 progress: str | None = None) -> dict[str, float]:
+    """Clean and PGD accuracy on the first ``n`` (default ``eval.n``) held-out test samples
+    (``progress``: the name of a progress bar, on the main process only)."""
     c = run.config
     n = min(c.eval.n if n is None else n, c.eval.n, len(run.test_set))
     idx = held_out_indices(len(run.test_set), n, run.config.seed)
     model = run.model if model is None else model
     return evaluate(model, run.test_set.images[idx], run.test_set.labels[idx], eps=run.eps,
                     step_size=run.eps / 4, steps=c.eval.pgd_steps, restarts=c.eval.restarts,
-                    batch_size=c.data.eval_batch_size, device=run.device, norm=run.norm)
+                    batch_size=c.data.eval_batch_size, device=run.device, norm=run.norm,
+                    progress=progress if run.is_main() else None)
 
 
 def epoch_eval_sizes(run: Run) -> tuple[int, int]:
@@ -271,10 +278,12 @@ def evaluate_epoch(run: Run, final: bool) -> dict[str, Any]:
     small, full = epoch_eval_sizes(run)
     models = [("", run.model)] + ([("ema_", ema_of(run).module)] if ema_of(run) is not None else [])
     out: dict[str, Any] = {"eval_n": full if final else small}
+    name = f"eval epoch {run.epoch + 1}"
     for prefix, model in models:
-        out.update({f"{prefix}{k}": v for k, v in evaluate_run(run, model, full if final else small).items()})
+        bar = name + (" (ema)" if prefix else "")
+        out.update({f"{prefix}{k}": v for k, v in evaluate_run(run, model, full if final else small, bar).items()})
     if final and small < full:
-        out["select_robust_acc"] = evaluate_run(run, run.model, small)["robust_acc"]
+        out["select_robust_acc"] = evaluate_run(run, run.model, small, name + " (selection)")["robust_acc"]
     return out
 
 
@@ -465,7 +474,8 @@ def _train(config: RunConfig, out: Path | None, *, resume: bool, rank: int, worl
             began = time.perf_counter() - totals.seconds
             batches = loader.epoch(epoch, start_batch=start_batch)
             lr_used = run.optimizer.param_groups[0]["lr"]
-            for batch_no, batch in enumerate(_progress(batches, len(loader) - start_batch, f"epoch {epoch + 1}"), start_batch):
+            bar = progress_bar(batches, len(loader) - start_batch, f"epoch {epoch + 1}", enabled=run.is_main())
+            for batch_no, batch in enumerate(bar, start_batch):
                 lr_used = run.optimizer.param_groups[0]["lr"]  # the scheduler moves it on after the step
                 try:
                     step = train_step(run, batch, epoch, batch_no)
@@ -474,6 +484,8 @@ def _train(config: RunConfig, out: Path | None, *, resume: bool, rank: int, worl
                     good = str(last) if last is not None and last.exists() else "none written yet"
                     raise TrainingError(f"{exc}; last good checkpoint: {good}") from None
                 totals.add(step)
+                if (batch_no + 1) % POSTFIX_EVERY == 0 or batch_no + 1 == len(loader):
+                    show_values(bar, loss=f"{totals.running_loss():.4f}")
                 if stop.signal is None and batch_no + 1 < len(loader) and saver.due(run):  # checkpoint.every_*
                     totals.seconds = time.perf_counter() - began
                     write_checkpoint(run, "last", epoch=epoch, batch=batch_no + 1, partial=dict(totals.__dict__))
