@@ -146,3 +146,11 @@ def test_resume_is_bit_exact_with_saved_or_rebuilt_scheduler_state(tmp_path, old
 
 def _LR_WARM(k: int, warm: int = 6, start: float = 1e-3) -> float:
     return 0.1 * (start + (1 - start) * k / warm)
+
+
+def test_a_recipe_run_of_other_length_keeps_the_warm_ups_fraction():
+    from advcore.cli.recipes import rescale_schedule
+
+    data = {"epochs": 40, "optim": {"schedule": "cosine", "warmup_epochs": 10}}
+    rescale_schedule(data, 400)
+    assert data["optim"]["warmup_epochs"] == pytest.approx(1.0)
