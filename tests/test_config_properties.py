@@ -10,7 +10,7 @@ from advcore.errors import ConfigError
 SECTIONS = {
     "data": ["dataset", "data_dir", "download", "subset", "batch_size", "eval_batch_size", "augment"],
     "model": ["arch", "width", "normalize"],
-    "optim": ["lr", "momentum", "nesterov", "weight_decay", "schedule", "milestones", "gamma", "pct_start"],
+    "optim": ["lr", "momentum", "nesterov", "weight_decay", "schedule", "milestones", "gamma", "pct_start", "warmup_epochs", "warmup_start"],
     "attack": ["eps", "step_size", "steps", "model_mode"],
     "eval": ["n", "pgd_steps", "restarts", "every"],
 }

@@ -142,19 +142,3 @@ def test_attack_stays_in_the_ball_and_beats_random_noise():
         api.attack(model, x, y, kind="bim")
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "step"])
-def test_the_closed_form_schedules_are_torchs_schedulers_stepped_per_batch(schedule):
-    """lr_at (stateless, so a resumed run needs no scheduler state) gives the learning rates of
-    torch.optim.lr_scheduler's CosineAnnealingLR / MultiStepLR stepped once per batch."""
-    from advcore.kernel.config import load_config
-    from advcore.engine import lr_at
-
-    epochs, per_epoch = 4, 5
-    cfg = load_config(None, [f"optim.schedule={schedule}", "optim.milestones=[1, 3]"], epochs=epochs)
-    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.optim.lr)
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * per_epoch) if schedule == "cosine" else
-             torch.optim.lr_scheduler.MultiStepLR(opt, [m * per_epoch for m in cfg.optim.milestones], cfg.optim.gamma))
-    for step in range(epochs * per_epoch):
-        assert lr_at(cfg, step / per_epoch) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9, abs=1e-12), step
-        opt.step()
-        sched.step()

@@ -204,12 +204,16 @@ def _twin(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def rescale_schedule(data: dict[str, Any], from_epochs: int) -> None:
-    """Move step-schedule milestones to the same fractions of ``data["epochs"]`` (a shorter or longer run)."""
+    """Move step-schedule milestones and the warm-up to the same fractions of ``data["epochs"]`` (a shorter
+    or longer run)."""
     epochs = data.get("epochs", 5)
     milestones = data.get("optim", {}).get("milestones")
     if milestones and epochs != from_epochs:
         scaled = sorted({max(1, round(m * epochs / from_epochs)) for m in milestones})
         _set(data, "optim.milestones", [m for m in scaled if m < epochs] or None)
+    warmup = data.get("optim", {}).get("warmup_epochs")
+    if warmup and epochs != from_epochs:  # the warm-up keeps its fraction of the run too
+        _set(data, "optim.warmup_epochs", warmup * epochs / from_epochs)
 
 
 def compare(recipe: Recipe, result: dict[str, Any]) -> list[dict[str, Any]]:

@@ -30,11 +30,12 @@ from ..runtime.speed import place_dataset, step_models
 from ..kernel.state import SampleState
 from ..runtime.tensorboard_log import metrics_board, require_tensorboard
 from ..kernel.step import Step
+from ..progress import POSTFIX_EVERY, progress_bar, show_values
 
 from .signals import StopOnSignal, _interrupted
-from .metrics import EpochTotals, _progress, _quiet, _read_metrics, _summary
+from .metrics import EpochTotals, _quiet, _read_metrics, _summary
 from .model_spec import build_model_from_spec, load_model_tensors, model_spec
-from .optim import build_optimizer, set_lr
+from .optim import build_optimizer, build_scheduler, fast_forward, load_scheduler_state, scheduler_state
 
 __all__ = ['resolve_device', 'seed_everything', 'epoch_seed', 'resolve_composition', 'build_run', 'engine_services', 'isolated_rng', 'load_model', 'train_step', 'evaluate', 'evaluate_run', 'epoch_eval_sizes', 'evaluate_epoch', 'selection_score', 'checkpoint_tensors', 'write_checkpoint', 'restore_checkpoint', 'prepare_out', 'train', 'chance_warning', 'InEpochSaver']
 
@@ -120,6 +121,7 @@ def build_run(config: RunConfig, out: str | Path | None, *, rank: int = 0, world
         indices=indices, views=run.views, rank=rank, world_size=world_size, **mixed)
     run.augment, run.loader = augment, loader
     run.steps_per_epoch = len(loader)
+    run.scheduler = build_scheduler(config, run.optimizer, run.steps_per_epoch)  # stepped once per batch
     step_models(run)  # speed options and DDP around run.model, made once
     return run, loader
 
@@ -201,7 +203,6 @@ def train_step(run: Run, batch, epoch: int, batch_no: int) -> Step:
             set_mode(run.model, True)  # the mode of everything that follows (selection passes restore theirs)
         run.hooks.derive_examples(run, step)
         run.hooks.adapt_targets(run, step)
-        set_lr(run)
         loss = run.hooks.update(run, step)
         step.loss_value = loss.item()  # the step's one host sync: the NaN check and train_loss share it
         if not math.isfinite(step.loss_value):
@@ -216,16 +217,21 @@ def train_step(run: Run, batch, epoch: int, batch_no: int) -> Step:
         step.clear_logits()
         run.global_step += 1
         update_ema(run)
+    if run.scheduler is not None:  # once per batch: every replay of a batch (Free AT) shares its learning rate
+        run.scheduler.step()
     return step
 
 
 def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float, step_size: float,
              steps: int, restarts: int = 1, batch_size: int = 256, device: torch.device | str = "cpu",
-             norm: str = "Linf") -> dict[str, float]:
-    """Clean and PGD accuracy of ``model`` (eval mode) on uint8 or float images, in the ``norm`` ball."""
+             norm: str = "Linf", progress: str | None = None) -> dict[str, float]:
+    """Clean and PGD accuracy of ``model`` (eval mode) on uint8 or float images, in the ``norm`` ball.
+
+    ``progress`` names a progress bar over the batches (shown on an interactive stderr only)."""
     correct = robust = 0
+    starts = range(0, labels.shape[0], batch_size)
     with model_mode(model, "eval"):
-        for start in range(0, labels.shape[0], batch_size):
+        for start in starts if progress is None else progress_bar(starts, len(starts), progress):
             x = images[start:start + batch_size].to(device)
             x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
             y = labels[start:start + batch_size].to(device)
@@ -238,15 +244,18 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return {"clean_acc": correct / n, "robust_acc": robust / n}
 
 
-def evaluate_run(run: Run, model: torch.nn.Module | None = None, n: int | None = None) -> dict[str, float]:
-    """Clean and PGD accuracy on the first ``n`` (default ``eval.n``) held-out test samples."""
+def evaluate_run(run: Run, model: torch.nn.Module | None = None, n: int | None = None,
+                 progress: str | None = None) -> dict[str, float]:
+    """Clean and PGD accuracy on the first ``n`` (default ``eval.n``) held-out test samples
+    (``progress``: the name of a progress bar, on the main process only)."""
     c = run.config
     n = min(c.eval.n if n is None else n, c.eval.n, len(run.test_set))
     idx = held_out_indices(len(run.test_set), n, run.config.seed)
     model = run.model if model is None else model
     return evaluate(model, run.test_set.images[idx], run.test_set.labels[idx], eps=run.eps,
                     step_size=run.eps / 4, steps=c.eval.pgd_steps, restarts=c.eval.restarts,
-                    batch_size=c.data.eval_batch_size, device=run.device, norm=run.norm)
+                    batch_size=c.data.eval_batch_size, device=run.device, norm=run.norm,
+                    progress=progress if run.is_main() else None)
 
 
 def epoch_eval_sizes(run: Run) -> tuple[int, int]:
@@ -269,10 +278,12 @@ def evaluate_epoch(run: Run, final: bool) -> dict[str, Any]:
     small, full = epoch_eval_sizes(run)
     models = [("", run.model)] + ([("ema_", ema_of(run).module)] if ema_of(run) is not None else [])
     out: dict[str, Any] = {"eval_n": full if final else small}
+    name = f"eval epoch {run.epoch + 1}"
     for prefix, model in models:
-        out.update({f"{prefix}{k}": v for k, v in evaluate_run(run, model, full if final else small).items()})
+        bar = name + (" (ema)" if prefix else "")
+        out.update({f"{prefix}{k}": v for k, v in evaluate_run(run, model, full if final else small, bar).items()})
     if final and small < full:
-        out["select_robust_acc"] = evaluate_run(run, run.model, small)["robust_acc"]
+        out["select_robust_acc"] = evaluate_run(run, run.model, small, name + " (selection)")["robust_acc"]
     return out
 
 
@@ -313,6 +324,7 @@ def write_checkpoint(run: Run, tag: str, *, epoch: int, batch: int = 0, metrics:
         "plugins": [{"name": p.name, "package": p.package, "version": p.version} for p in run.plugins],
         "model": dict(model_spec(run.config, run.info), head=getattr(run.model, "advcore_head", None)),
         "metrics": metrics or {}, "partial": partial or {}, **meta,
+        "scheduler": None if run.scheduler is None else scheduler_state(run.scheduler),
         "world_size": run.world_size, "steps_per_epoch": run.steps_per_epoch,  # to resume with another N
     }
     return ckpt.save_checkpoint(run.out / "checkpoints" / tag, tensors, manifest, keep_previous=tag == "last")
@@ -342,9 +354,30 @@ def restore_checkpoint(run: Run, path: str | Path) -> tuple[int, int, dict]:
     run.global_step = manifest["global_step"]
     ckpt.restore_rng(tensors, manifest["rng"])
     batch = _rescale_progress(run, manifest, path)
+    _restore_schedule(run, manifest, manifest["epoch"] * run.steps_per_epoch + batch)
     if run.world_size > 1:  # rank 0's generator was saved; give each rank its own stream again
         torch.manual_seed(int(torch.randint(2**62, ())) + run.rank)
     return manifest["epoch"], batch, manifest.get("partial", {})
+
+
+def _restore_schedule(run: Run, manifest: dict, batches_done: int) -> None:
+    """Load the saved scheduler state, or rebuild the schedule and step it to ``batches_done``.
+
+    The saved state is the schedule of the saved config over its batches per epoch; when the
+    checkpoint has none (written before schedulers were saved), or the resume changed the
+    schedule (``--epochs``, optim settings) or the batches per epoch (another global batch),
+    the run's own schedule is rebuilt and fast-forwarded: the learning rate is then that of the
+    new schedule at this point of the run.
+    """
+    saved = manifest.get("scheduler")
+    old = manifest.get("config", {})
+    same = (saved is not None and manifest.get("steps_per_epoch") == run.steps_per_epoch
+            and old.get("epochs") == run.config.epochs and old.get("optim") == run.config.optim.model_dump(mode="json"))
+    if same:
+        load_scheduler_state(run.scheduler, saved)
+    else:
+        run.scheduler = build_scheduler(run.config, run.optimizer, run.steps_per_epoch)
+        fast_forward(run.scheduler, batches_done)
 
 
 def _rescale_progress(run: Run, manifest: dict, path) -> int:
@@ -440,7 +473,10 @@ def _train(config: RunConfig, out: Path | None, *, resume: bool, rank: int, worl
             totals = EpochTotals(**partial) if start_batch else EpochTotals()
             began = time.perf_counter() - totals.seconds
             batches = loader.epoch(epoch, start_batch=start_batch)
-            for batch_no, batch in enumerate(_progress(batches, len(loader) - start_batch, f"epoch {epoch + 1}"), start_batch):
+            lr_used = run.optimizer.param_groups[0]["lr"]
+            bar = progress_bar(batches, len(loader) - start_batch, f"epoch {epoch + 1}", enabled=run.is_main())
+            for batch_no, batch in enumerate(bar, start_batch):
+                lr_used = run.optimizer.param_groups[0]["lr"]  # the scheduler moves it on after the step
                 try:
                     step = train_step(run, batch, epoch, batch_no)
                 except TrainingError as exc:
@@ -448,6 +484,8 @@ def _train(config: RunConfig, out: Path | None, *, resume: bool, rank: int, worl
                     good = str(last) if last is not None and last.exists() else "none written yet"
                     raise TrainingError(f"{exc}; last good checkpoint: {good}") from None
                 totals.add(step)
+                if (batch_no + 1) % POSTFIX_EVERY == 0 or batch_no + 1 == len(loader):
+                    show_values(bar, loss=f"{totals.running_loss():.4f}")
                 if stop.signal is None and batch_no + 1 < len(loader) and saver.due(run):  # checkpoint.every_*
                     totals.seconds = time.perf_counter() - began
                     write_checkpoint(run, "last", epoch=epoch, batch=batch_no + 1, partial=dict(totals.__dict__))
@@ -465,7 +503,7 @@ def _train(config: RunConfig, out: Path | None, *, resume: bool, rank: int, worl
                 eval_began = time.perf_counter()
                 metrics.update(evaluate_epoch(run, final=epoch + 1 == config.epochs))
                 metrics["eval_seconds"] = round(time.perf_counter() - eval_began, 3)
-            metrics["lr"] = run.optimizer.param_groups[0]["lr"]
+            metrics["lr"] = lr_used  # the learning rate of the epoch's last batch
             metrics["seconds"] = round(time.perf_counter() - began, 3)
             run.hooks.on_epoch_end(run, epoch, metrics)
             if (warning := chance_warning(run, metrics)) is not None:

@@ -12,14 +12,6 @@ from ..kernel.step import Step
 __all__ = ['EpochTotals']
 
 
-def _progress(iterable, total: int, desc: str):
-    """The training bar: the one progress helper of evaluation (tqdm with its ETA on a terminal;
-    ADVCORE_PROGRESS=0 turns it off, =1 on)."""
-    from ..progress import progress_bar
-
-    return progress_bar(iterable, total, desc)
-
-
 @dataclass
 class EpochTotals:
     """Running sums of one epoch, saved with a mid-epoch checkpoint."""
@@ -36,6 +28,10 @@ class EpochTotals:
         for name, (value, how) in step.records.items():
             total, k, _ = self.records.get(name, (0.0, 0, how))
             self.records[name] = (total + value, k + 1, how)
+
+    def running_loss(self) -> float:
+        """The mean train loss of the epoch so far (what the training bar shows)."""
+        return self.loss_sum / max(self.count, 1)
 
     def metrics(self) -> dict[str, float]:
         out = {"train_loss": self.loss_sum / max(self.count, 1)}

@@ -1,14 +1,23 @@
-"""The optimizer and the learning-rate schedule of a run."""
+"""The optimizer and the learning-rate schedule of a run.
+
+The schedule is a real ``torch.optim.lr_scheduler`` object (``run.scheduler``), stepped once
+per batch by the engine, so it is PyTorch's arithmetic and its ``state_dict`` that a
+checkpoint saves and a resume loads (bit-exact, without re-deriving a formula here).
+"""
 
 from __future__ import annotations
 
-import math
+import warnings
+from collections import Counter
+from typing import Any
+
 import torch
+from torch.optim import lr_scheduler as sched
 from ..kernel.config import RunConfig
-from ..kernel.run import Run
 
 
-__all__ = ['build_optimizer', 'lr_at', 'set_lr']
+__all__ = ['build_optimizer', 'build_scheduler', 'lr_schedule', 'lr_at', 'fast_forward',
+           'scheduler_state', 'load_scheduler_state']
 
 
 def build_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -22,24 +31,103 @@ def build_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Op
                            weight_decay=o.weight_decay, foreach=foreach)
 
 
-def lr_at(config: RunConfig, progress: float) -> float:
-    """Learning rate at ``progress`` epochs into the run (fractional: schedules step per batch)."""
-    o, total = config.optim, config.epochs
-    t = min(max(progress / total, 0.0), 1.0)
+def warmup_batches(config: RunConfig, steps_per_epoch: int) -> int:
+    """Batches of the linear warm-up (``optim.warmup_epochs`` rounded to whole batches)."""
+    return round(config.optim.warmup_epochs * steps_per_epoch)
+
+
+def build_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> sched.LRScheduler:
+    """The run's schedule over ``epochs * steps_per_epoch`` batches, the warm-up first.
+
+    constant: ConstantLR(1); step: MultiStepLR at the milestone epochs; cosine:
+    CosineAnnealingLR to 0; onecycle: OneCycleLR with PyTorch's defaults (lr/25 -> lr ->
+    lr/25e4, cosine, ``pct_start``) but momentum left alone. ``optim.warmup_epochs``
+    puts a LinearLR from ``warmup_start * lr`` to lr in front (SequentialLR); the schedule
+    then runs over the remaining batches, so a step milestone stays at its epoch.
+    """
+    o = config.optim
+    for group in optimizer.param_groups:  # a fresh schedule starts from the configured peak
+        group["lr"] = o.lr
+        group.pop("initial_lr", None)
+    spe = max(steps_per_epoch, 1)
+    total = max(config.epochs * spe, 1)
+    if o.schedule == "onecycle":
+        return sched.OneCycleLR(optimizer, max_lr=o.lr, total_steps=total, pct_start=o.pct_start,
+                                anneal_strategy="cos", div_factor=25.0, final_div_factor=1e4, cycle_momentum=False)
+    warm = min(warmup_batches(config, spe), total - 1)
+    rest = total - warm
     if o.schedule == "constant":
-        return o.lr
-    if o.schedule == "step":
-        return o.lr * o.gamma ** sum(progress >= m for m in o.milestones)
-    if o.schedule == "cosine":
-        return o.lr * 0.5 * (1 + math.cos(math.pi * t))
-    # one-cycle (PyTorch's defaults): cosine up from lr/25 to lr, then down to lr/25e4
-    low, final = o.lr / 25, o.lr / 25e4
-    if t < o.pct_start:
-        return low + (o.lr - low) * 0.5 * (1 - math.cos(math.pi * t / o.pct_start))
-    return final + (o.lr - final) * 0.5 * (1 + math.cos(math.pi * (t - o.pct_start) / (1 - o.pct_start)))
+        main: sched.LRScheduler = sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    elif o.schedule == "step":
+        main = sched.MultiStepLR(optimizer, [m * spe - warm for m in o.milestones], o.gamma)
+    else:
+        main = sched.CosineAnnealingLR(optimizer, T_max=rest)
+    if warm <= 0:
+        return main
+    ramp = sched.LinearLR(optimizer, start_factor=o.warmup_start, end_factor=1.0, total_iters=warm)
+    return sched.SequentialLR(optimizer, [ramp, main], milestones=[warm])
 
 
-def set_lr(run: Run) -> None:
-    lr = lr_at(run.config, run.global_step / max(run.steps_per_epoch, 1))
-    for group in run.optimizer.param_groups:
-        group["lr"] = lr
+def fast_forward(scheduler: sched.LRScheduler, batches: int) -> None:
+    """Step a fresh schedule ``batches`` times without training (a checkpoint that saved none,
+    or a resume whose schedule changed): the same numbers as a run that trained to there."""
+    total = getattr(scheduler, "total_steps", None)  # OneCycleLR refuses steps past its end
+    batches = batches if total is None else min(batches, total)
+    with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": intended here
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(batches):
+            scheduler.step()
+
+
+def lr_schedule(config: RunConfig, steps_per_epoch: int = 100) -> list[float]:
+    """The learning rate of every batch of a run of ``config`` with ``steps_per_epoch`` batches
+    (what ``run.scheduler`` gives its optimizer), from the real scheduler on a dummy parameter."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.optim.lr)
+    scheduler = build_scheduler(config, optimizer, steps_per_epoch)
+    lrs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(config.epochs * max(steps_per_epoch, 1)):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            scheduler.step()
+    return lrs
+
+
+def lr_at(config: RunConfig, progress: float, steps_per_epoch: int = 100) -> float:
+    """Learning rate at ``progress`` epochs into the run (fractional: schedules step per batch),
+    for a run with ``steps_per_epoch`` batches: the batch that ``progress`` falls in."""
+    lrs = lr_schedule(config, steps_per_epoch)
+    return lrs[min(max(int(progress * steps_per_epoch + 1e-9), 0), len(lrs) - 1)]
+
+
+# -- the scheduler's state in a JSON manifest --------------------------------------------------------
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Counter):  # MultiStepLR's milestones: int keys JSON would turn into strings
+        return {"__counter__": [[k, v] for k, v in sorted(value.items())]}
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.item()
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__counter__"}:
+            return Counter({k: v for k, v in value["__counter__"]})
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def scheduler_state(scheduler: sched.LRScheduler) -> dict[str, Any]:
+    """``scheduler.state_dict()`` as plain JSON (floats round-trip exactly through ``json``)."""
+    return _encode(scheduler.state_dict())
+
+
+def load_scheduler_state(scheduler: sched.LRScheduler, state: dict[str, Any]) -> None:
+    scheduler.load_state_dict(_decode(state))

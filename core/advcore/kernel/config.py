@@ -124,6 +124,11 @@ class OptimConfig(_Section):
     milestones: list[int] = Field(default_factory=list, description="epochs where the step schedule decays")
     gamma: float = Field(0.1, gt=0, le=1, description="decay factor of the step schedule")
     pct_start: float = Field(0.25, gt=0, lt=1, description="warm-up fraction of the one-cycle schedule")
+    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up of the learning rate over this many epochs "
+                                                        "(per batch, from warmup_start x lr to lr), then the schedule "
+                                                        "over the remaining epochs; 0: none")
+    warmup_start: float = Field(1e-3, gt=0, le=1, description="learning rate of the first warm-up batch, as a "
+                                                              "fraction of lr")
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value (none: no clipping)")
 
 
@@ -250,6 +255,23 @@ class RunConfig(_Section):
                 f"optim.milestones {late} lie outside the run's epochs 1..{self.epochs - 1}; "
                 f"lower them or raise epochs"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _warmup_inside_run(self) -> "RunConfig":
+        o = self.optim
+        if not o.warmup_epochs:
+            return self
+        if o.schedule == "onecycle":
+            raise ValueError("optim.warmup_epochs cannot be combined with optim.schedule=onecycle, which warms up by "
+                             "itself (optim.pct_start); drop optim.warmup_epochs or choose another schedule")
+        if o.warmup_epochs >= self.epochs:
+            raise ValueError(f"optim.warmup_epochs {o.warmup_epochs:g} must be shorter than the run's {self.epochs} "
+                             f"epochs; lower it or raise epochs")
+        early = [m for m in o.milestones if m <= o.warmup_epochs]
+        if o.schedule == "step" and early:
+            raise ValueError(f"optim.milestones {early} fall inside the {o.warmup_epochs:g}-epoch warm-up; "
+                             f"move them after optim.warmup_epochs or shorten the warm-up")
         return self
 
 

@@ -75,6 +75,9 @@ class Run:
     """The threat model ("Linf" or "L2"): pass it to ``advcore.attacks.pgd``/``project``/``random_start``."""
     steps_per_epoch: int = 1
     """Batches per epoch on this process."""
+    scheduler: Any = None
+    """The learning-rate schedule, a ``torch.optim.lr_scheduler`` object the engine steps once per batch
+    (after every replay of it) and checkpoints; the current rate is ``optimizer.param_groups[0]["lr"]``."""
     stash: dict[str, Any] = field(default_factory=dict)
     """Runtime objects between hooks: ``stash[plugin name]`` (auxiliary networks, caches, proxies)."""
     epoch: int = 0
