@@ -64,6 +64,14 @@ def test_handwritten_step_matches_advcore(method, tmp_path, monkeypatch):
     # one step moves weights by ~2e-3; a wrong constant (TRADES beta 5 for 6) leaves 4e-5 between them
     assert moved > 1e-3
     assert diff < 1e-6, f"{method}: hand-written step differs from advcore's by {diff:.2e}"
+    # per-sample state (fast-atta's cache, gairat's kappa, fat's steps, adaptive targets, the loss
+    # history, iaat's radii) lives in the twin's own tensors, indexed by dataset index like run.state
+    mirrored = getattr(hand, "state", dict)()
+    kept = set(run.state) - {"iaat.seen"}  # which samples were visited: only the epoch's mean-radius metric reads it
+    assert kept <= set(mirrored), f"{method}: the twin keeps no {sorted(kept - set(mirrored))}"
+    for name in kept:
+        ours, theirs = run.state[name], mirrored[name]
+        assert ours.shape == theirs.shape and torch.allclose(ours.double(), theirs.double(), atol=1e-5), name
 
 
 def test_overhead_prints_medians_with_spread_and_writes_the_json(capsys, tmp_path):

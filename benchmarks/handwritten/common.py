@@ -24,6 +24,15 @@ class Context:
     epoch: int = 0  # the epoch the steps belong to (warm-ups and per-epoch records read it)
 
 
+def state_of(*parts) -> dict:
+    """The per-sample tensors a twin keeps, under advcore's ``run.state`` names (for the test)."""
+    found: dict = {}
+    for part in parts:
+        if hasattr(part, "state"):
+            found.update(part.state())
+    return found
+
+
 def update(ctx: Context, loss: torch.Tensor) -> None:
     ctx.opt.zero_grad(set_to_none=True)
     loss.backward()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .common import Context, clip, random_start, update
+from .common import Context, clip, random_start, state_of, update
 
 
 class LookingPGD:
@@ -20,6 +20,9 @@ class LookingPGD:
         self.kappa = torch.zeros(ctx.num_samples, device=ctx.device)  # GAIRAT's gairat.kappa
         self.steps_taken = torch.zeros(ctx.num_samples, device=ctx.device)  # FAT's fat.steps
         self.last_kappa: torch.Tensor | None = None
+
+    def state(self) -> dict:
+        return {"gairat.kappa": self.kappa, "fat.steps": self.steps_taken}
 
     def __call__(self, x, y, index, loss_of):
         ctx = self.ctx
@@ -71,6 +74,7 @@ def make_gairat(ctx: Context, lam: float = -1.0, begin_epoch: int = 0):
             update(ctx, ce.mean())
         else:
             update(ctx, weighted_mean(gair_weights(attack.last_kappa, ctx.steps, lam), ce))
+    step.state = lambda: state_of(attack)
     return step
 
 
@@ -89,4 +93,5 @@ def make_gair_trades(ctx: Context, beta: float = 6.0, lam: float = -1.0, begin_e
         kl = F.kl_div(F.log_softmax(ctx.forward(x_adv), 1), F.softmax(logits, 1), reduction="none").sum(1)
         w = torch.ones_like(ce) if ctx.epoch < begin_epoch else gair_weights(attack.last_kappa, ctx.steps, lam)
         update(ctx, weighted_mean(w, ce) + beta * weighted_mean(w, kl))
+    step.state = lambda: state_of(attack)
     return step

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .common import Context, pgd_ce, update
+from .common import Context, pgd_ce, state_of, update
 
 
 class AdaptiveTargets:
@@ -17,6 +17,10 @@ class AdaptiveTargets:
         self.ctx, self.rho, self.beta, self.warmup = ctx, rho, beta, warmup
         self.target: torch.Tensor | None = None  # [N, K], made at the first call
         self.started = torch.zeros(ctx.num_samples, dtype=torch.bool, device=ctx.device)
+
+    def state(self) -> dict:
+        return {} if self.target is None else {"adaptive-targets.target": self.target,
+                                               "adaptive-targets.started": self.started}
 
     def __call__(self, logits, y, index):
         if self.ctx.epoch < self.warmup:  # one-hot targets, the state untouched
@@ -61,20 +65,26 @@ def make_hard_instances(ctx: Context, adversary=None, reweight: bool = False, ad
             update(ctx, (w * ce).sum() / w.sum())
         else:
             update(ctx, ce.mean())
+    step.state = lambda: state_of(adversary, targets)
     return step
 
 
 class LossHistory:
     """The ``difficulty`` record: per dataset index and epoch, the summed CE of the trained-on
-    example (from the update's own forward, before the step) and the number of visits."""
+    example (from the update's own forward, before the step), the number of visits and the label."""
 
     def __init__(self, ctx: Context, epochs: int = 1):
         self.loss_sum = torch.zeros(ctx.num_samples, epochs, device=ctx.device)
         self.visits = torch.zeros(ctx.num_samples, epochs, dtype=torch.int32, device=ctx.device)
+        self.label = torch.full((ctx.num_samples,), -1, dtype=torch.int64, device=ctx.device)
 
-    def add(self, index, epoch, losses):
+    def state(self) -> dict:
+        return {"difficulty.loss_sum": self.loss_sum, "difficulty.visits": self.visits, "difficulty.label": self.label}
+
+    def add(self, index, epoch, losses, y):
         self.loss_sum[index, epoch] += losses
         self.visits[index, epoch] += 1
+        self.label[index] = y
 
 
 def make_difficulty(ctx: Context, epochs: int = 1):
@@ -88,6 +98,6 @@ def make_difficulty(ctx: Context, epochs: int = 1):
         logits = ctx.forward(x_adv)
         ce = F.cross_entropy(logits, y, reduction="none")
         update(ctx, ce.mean())
-        history.add(index, ctx.epoch, ce.detach())
-    step.history = history
+        history.add(index, ctx.epoch, ce.detach(), y)
+    step.state = lambda: state_of(history)
     return step

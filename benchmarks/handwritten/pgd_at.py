@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from .common import Context, pgd_ce, update
+from .common import Context, pgd_ce, state_of, update
 
 
 def make_pgd_at(ctx: Context, adversary=None, apply=None):
@@ -21,4 +21,5 @@ def make_pgd_at(ctx: Context, adversary=None, apply=None):
             x_adv = adversary(x, y, index, lambda logits: F.cross_entropy(logits, y, reduction="sum"))
         ctx.model.train()
         apply(lambda forward: F.cross_entropy(forward(x_adv), y))
+    step.state = lambda: state_of(adversary)
     return step

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .common import Context, clip, update
+from .common import Context, clip, state_of, update
 
 
 def pgd_kl(ctx: Context, x, y, index, loss_of):
@@ -31,6 +31,7 @@ def kl_method(ctx: Context, loss, adversary, apply=None):
             p_clean = F.softmax(ctx.forward(x), 1)
         x_adv = adversary(x, y, index, lambda logits: F.kl_div(F.log_softmax(logits, 1), p_clean, reduction="sum"))
         apply(lambda forward: loss(x, y, x_adv, forward))
+    step.state = lambda: state_of(adversary)
     return step
 
 
