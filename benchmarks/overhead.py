@@ -19,7 +19,8 @@ clocks, per-round spread, warm-up seconds, peak GPU memory) with the machine des
 Both loops start from the same weights, take the same batches from advcore's loader
 (gathering and conversion included in the timing) and use the same optimizer; the
 hand-written steps (benchmarks/handwritten/, one file per method family) implement each
-plugin's default options. The two alternate batch by batch in ABBA order (each step timed
+plugin's default options, and both are stepped at ``training_epoch`` (after every enabled
+plugin's warm-up). The two alternate batch by batch in ABBA order (each step timed
 on its own, after a synchronize on CUDA). On the CPU the default clock is the process's CPU
 time (one thread by default), which a shared, busy machine disturbs far less than wall
 time; on CUDA it is wall time after a synchronize. ``--dataset synthetic-cifar`` times
