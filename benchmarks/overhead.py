@@ -19,7 +19,8 @@ clocks, per-round spread, warm-up seconds, peak GPU memory) with the machine des
 Both loops start from the same weights, take the same batches from advcore's loader
 (gathering and conversion included in the timing) and use the same optimizer; the
 hand-written steps (benchmarks/handwritten/, one file per method family) implement each
-plugin's default options. The two alternate batch by batch in ABBA order (each step timed
+plugin's default options, and both are stepped at ``training_epoch`` (after every enabled
+plugin's warm-up). The two alternate batch by batch in ABBA order (each step timed
 on its own, after a synchronize on CUDA). On the CPU the default clock is the process's CPU
 time (one thread by default), which a shared, busy machine disturbs far less than wall
 time; on CUDA it is wall time after a synchronize. ``--dataset synthetic-cifar`` times
@@ -48,7 +49,9 @@ from advcore.runtime.speed import Forward  # noqa: E402
 from advcore.testing import tiny_config  # noqa: E402
 from advcore.engine import build_run, train_step, write_checkpoint  # noqa: E402
 
-METHODS = ("pgd-at", "trades", "hat", "raat", "iaat", "free", "fast-atta", "trades+fast-atta", "hat+fast-atta")
+METHODS = ("standard", "pgd-at", "trades", "hat", "mart", "alp", "fgsm-rs", "he", "cons-at", "raat", "iaat", "free",
+           "awp", "fat", "gairat", "reweight", "adaptive-targets", "difficulty", "fast-atta", "trades+fast-atta",
+           "hat+fast-atta", "raat+mart", "hat+awp", "hat+fat", "trades+gairat", "fast-atta+reweight+adaptive-targets")
 OPTIONS = ("channels_last", "bf16", "compile", "on_device")
 SPEED = {"channels_last": {"speed": {"channels_last": True}}, "bf16": {"speed": {"autocast": "bf16"}},
          "compile": {"speed": {"compile": True}}, "on_device": {"data": {"on_device": True}},
@@ -93,6 +96,13 @@ def build(method: str, option: str | None, args, std_checkpoint: str | None):
     return run, loader
 
 
+def training_epoch(run) -> int:
+    """The epoch both loops' steps are taken at: after every enabled plugin's warm-up (reweight and
+    adaptive-targets weight and adapt only from epoch 5, iaat searches its radii from then on), so
+    the method is timed and checked as it trains, not as its warm-up's plain PGD-AT."""
+    return max([getattr(run.options.get(name), "warmup", 0) for name in run.plugin_names], default=0)
+
+
 def handwritten_forward(model: torch.nn.Module, option: str | None):
     if option == "channels_last":
         return Forward(model, channels_last=True, autocast="off")
@@ -112,7 +122,7 @@ def handwritten_context(run, option: str | None, steps: int) -> Context:
     ctx = Context(model=model, forward=handwritten_forward(model, option), opt=opt, eps=run.eps,
                   alpha=run.step_size, steps=steps, num_samples=len(run.train_set),
                   image_shape=tuple(run.train_set.images.shape[1:]), device=run.device,
-                  std=run.stash["hat"].std if "hat" in run.stash else None)
+                  std=run.stash["hat"].std if "hat" in run.stash else None, epoch=training_epoch(run))
     if option == "channels_last":
         model.to(memory_format=torch.channels_last)
     return ctx
@@ -168,7 +178,7 @@ def bench(method: str, option: str | None, args, std: str | None) -> dict:
         gc.collect()
         torch.cuda.empty_cache()
     run, loader = build(method, option, args, std)
-    epoch = run.options["iaat"].warmup if method == "iaat" else 0
+    epoch = training_epoch(run)
     images = run.train_set.images  # where advcore placed it (data.on_device): both loops gather from there
     hand = LOOPS[method](handwritten_context(run, option, args.steps))
     indices = [b.index.cpu() for _, b in zip(range(args.batches), loader.epoch(0))]

@@ -41,7 +41,20 @@ PAGE = REPO / "docs" / "performance.md"
 PY = sys.executable
 ENV = dict(os.environ, ADVCORE_PROGRESS="0")
 
-ALL_METHODS = "pgd-at,trades,hat,raat,iaat,free,fast-atta,trades+fast-atta,hat+fast-atta"
+
+
+def overhead_methods() -> str:
+    """overhead.py's METHODS, every method with a hand-written twin (read from its source, so this
+    process never imports torch)."""
+    import ast
+
+    tree = ast.parse((HERE / "overhead.py").read_text())
+    value = next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                 and any(getattr(t, "id", None) == "METHODS" for t in node.targets))
+    return ",".join(ast.literal_eval(value))
+
+
+ALL_METHODS = overhead_methods()
 
 
 def child(cmd: list[str], env: dict | None = None) -> tuple[int, float, int, str]:

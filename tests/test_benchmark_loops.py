@@ -37,23 +37,24 @@ def both_loops(method: str, tmp_path: Path):
     std = overhead.std_network(ARGS, tmp_path) if "hat" in method.split("+") else None
     run, loader = overhead.build(method, None, ARGS, std)
     ctx = overhead.handwritten_context(run, None, ARGS.steps)
-    return run, next(iter(loader.epoch(0))), ctx.model, LOOPS[method](ctx)
+    return run, next(iter(loader.epoch(0))), ctx, LOOPS[method](ctx)
 
 
-@pytest.mark.parametrize("method", ["pgd-at", "trades", "hat", "fast-atta", "trades+fast-atta", "hat+fast-atta", "raat", "iaat",
-                                    "free"])
+@pytest.mark.parametrize("method", overhead.METHODS)
 def test_handwritten_step_matches_advcore(method, tmp_path, monkeypatch):
     missing = [p for p in method.split("+") if p not in installed_plugins()]
     if missing:
         pytest.skip(f"plugin {missing[0]} not installed")
-    if method == "raat":  # the plugin draws its Beta weights from its own seeded stream
+    if "raat" in method.split("+"):  # the plugin draws its Beta weights from its own seeded stream
         import advcore_raat
 
         monkeypatch.setattr(torch.distributions, "Beta", FixedBeta)
         monkeypatch.setattr(advcore_raat, "mixing_weights", lambda n, *_: torch.full((n,), 0.7))
-    run, batch, model, hand = both_loops(method, tmp_path)
+    run, batch, ctx, hand = both_loops(method, tmp_path)
+    model = ctx.model
     before = [p.detach().clone() for p in model.parameters()]
-    epoch = run.options["iaat"].warmup if method == "iaat" else 0  # iaat's loop is its search phase
+    epoch = overhead.training_epoch(run)  # after the warm-ups (iaat's loop is its search phase)
+    assert ctx.epoch == epoch
     torch.manual_seed(7)
     train_step(run, batch, epoch, 0)
     torch.manual_seed(7)
@@ -63,6 +64,14 @@ def test_handwritten_step_matches_advcore(method, tmp_path, monkeypatch):
     # one step moves weights by ~2e-3; a wrong constant (TRADES beta 5 for 6) leaves 4e-5 between them
     assert moved > 1e-3
     assert diff < 1e-6, f"{method}: hand-written step differs from advcore's by {diff:.2e}"
+    # per-sample state (fast-atta's cache, gairat's kappa, fat's steps, adaptive targets, the loss
+    # history, iaat's radii) lives in the twin's own tensors, indexed by dataset index like run.state
+    mirrored = getattr(hand, "state", dict)()
+    kept = set(run.state) - {"iaat.seen"}  # which samples were visited: only the epoch's mean-radius metric reads it
+    assert kept <= set(mirrored), f"{method}: the twin keeps no {sorted(kept - set(mirrored))}"
+    for name in kept:
+        ours, theirs = run.state[name], mirrored[name]
+        assert ours.shape == theirs.shape and torch.allclose(ours.double(), theirs.double(), atol=1e-5), name
 
 
 def test_overhead_prints_medians_with_spread_and_writes_the_json(capsys, tmp_path):

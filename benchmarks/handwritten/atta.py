@@ -15,8 +15,11 @@ class AttaCache:
         self.delta = torch.zeros(ctx.num_samples, *ctx.image_shape, device=ctx.device)
         self.visited = torch.zeros(ctx.num_samples, dtype=torch.bool, device=ctx.device)
 
-    def __call__(self, x, index, loss_of):
-        """One signed step on ``loss_of(logits)`` from the cached start, stored back."""
+    def state(self) -> dict:
+        return {"fast-atta.delta": self.delta, "fast-atta.visited": self.visited}
+
+    def __call__(self, x, y, index, loss_of):
+        """One signed step on ``loss_of(logits)`` from the cached start, stored back (``y`` unused)."""
         d = self.delta[index]
         new = ~self.visited[index]
         d[new] = (torch.rand_like(d[new]) * 2 - 1) * self.ctx.eps

@@ -33,4 +33,5 @@ def make_iaat(ctx: Context, gamma: float = 1.9 / 255, beta: float = 0.1, ratio: 
         x_adv = pgd_ce(ctx, x, y, e, torch.clamp(e * ratio, min=ctx.alpha), ctx.steps)
         ctx.model.train()
         update(ctx, F.cross_entropy(ctx.forward(x_adv), y))
+    step.state = lambda: {"iaat.radius": radius}
     return step

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from .common import Context, pgd_ce, update
+from .common import Context, pgd_ce, state_of, update
 
 
-def make_pgd_at(ctx: Context, adversary=None):
-    """Madry's PGD-AT; with ``adversary`` (an AttaCache) that attack on CE instead of PGD-K."""
+def make_pgd_at(ctx: Context, adversary=None, apply=None):
+    """Madry's PGD-AT; with ``adversary`` (ATTA's cache, FGSM-RS, FAT's early-stopped PGD) that
+    attack on CE instead of PGD-K; ``apply(loss_at)`` takes the update (default: one SGD step on
+    ``loss_at(ctx.forward)``; AWP's is taken at perturbed weights)."""
+    apply = apply or (lambda loss_at: update(ctx, loss_at(ctx.forward)))
+
     def step(x, y, index):
         ctx.model.eval()
         if adversary is None:
             x_adv = pgd_ce(ctx, x, y, ctx.eps, ctx.alpha, ctx.steps)
         else:
-            x_adv = adversary(x, index, lambda logits: F.cross_entropy(logits, y, reduction="sum"))
+            x_adv = adversary(x, y, index, lambda logits: F.cross_entropy(logits, y, reduction="sum"))
         ctx.model.train()
-        update(ctx, F.cross_entropy(ctx.forward(x_adv), y))
+        apply(lambda forward: F.cross_entropy(forward(x_adv), y))
+    step.state = lambda: state_of(adversary)
     return step
