@@ -59,7 +59,8 @@ class DataConfig(_Section):
     eval_batch_size: int = Field(256, ge=1, description="batch size of the per-epoch evaluation")
     augment: bool = Field(True, description="random crop with padding and horizontal flip")
     pad_fill: Annotated[float, Field(ge=0, le=1)] | Literal["reflect"] = Field(
-        0.0, description="crop border: a constant in [0, 1] (0 RAAT/HAT code, 0.5 ATTA/004 code) or reflect (AWP code)")
+        0.0, description="crop border: a constant in [0, 1] (0 RAAT/HAT/HE code, 0.5 ATTA/004 code) or reflect "
+                         "(AWP/IAAT code)")
     extra: str | None = Field(None, description=".npz with images and pseudo-labels mixed into each batch")
     extra_fraction: float = Field(
         0.5, gt=0, lt=1, description="share of data.extra samples in each batch: floor(f * global batch) of them "
