@@ -39,6 +39,9 @@ CONFIG = [
     _bad("seed", "-1", "greater than or equal to 0"), _bad("seed", "9223372036854775808", "less than 9223372036854775808"),
     _bad("seed", "x", INT), _bad("deterministic", "perhaps", BOOL),
     _bad("data.batch_size", "0", GE1), _bad("data.batch_size", "x", INT), _bad("data.eval_batch_size", "0", GE1),
+    _bad("data.extra_fraction", "1", "less than 1"), _bad("data.extra_fraction", "0", GT0),
+    _set("data.extra_fraction=0.7", "data.extra_fraction: 0.7 is the share of data.extra samples per batch, but "
+                                    "data.extra is not set; pass --set data.extra=FILE.npz"),
     _set("data.subset=bogus:3", "data.subset bogus:3: no enabled plugin ranks 'bogus' subsets"), _bad("data.subset", "-5", "allowed: a positive count N"),
     _bad("data.subset", "0", "allowed: a positive count N"), _bad("data.on_device", "maybe", "allowed: true, false, auto"),
     _bad("data.dataset", "imagenet", "invalid value 'imagenet'"), _bad("data.augment", "perhaps", BOOL),
@@ -169,6 +172,9 @@ RUNS = [  # these import torch: one small run directory is prepared once and cop
     Case(("train", "--subset", "32", "--set", "data.extra={tmp}/inf.npz"), 1, "images hold NaN or infinite values", setup="inf_extra"),
     Case(("train", "--subset", "32", "--set", "data.extra={tmp}/shape.npz"), 1, "images have shape (4, 1, 3, 5); expected [N, 1, 8, 8]", setup="shape_extra"),
     Case(("train", "--subset", "32", "--set", "data.extra={tmp}/none.npz"), 1, "none.npz does not exist"),
+    Case(("train", "--subset", "32", "--set", "data.extra={tmp}/ok.npz", "--set", "data.batch_size=2", "--set",
+          "data.extra_fraction=0.2"), 1, "data.extra_fraction=0.2 of a global batch of 2 leaves 2 training and 0 extra "
+                                         "samples per batch; raise data.batch_size", setup="ok_extra"),
     Case(("train", "--dataset", "mnist", "--data-dir", "{tmp}/none"), 1, "data directory"),
     Case(("train", "--set", "speed.compile_backend=nosuch"), 1, "unknown torch.compile backend 'nosuch'"),
 ]

@@ -1,4 +1,4 @@
-"""The crop border: zero (RAAT/HAT code), grey 0.5 (ATTA / hard-instances CIFAR code) or reflect (AWP code)."""
+"""The crop border: zero (RAAT/HAT/HE code), grey 0.5 (ATTA / hard-instances CIFAR code) or reflect (AWP/IAAT code)."""
 
 import pytest
 import torch

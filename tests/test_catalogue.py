@@ -67,6 +67,7 @@ SETUP = {
     "nan_extra": lambda tmp, run: _npz(tmp, "nan.npz", np.full((4, 8, 8, 1), np.nan, dtype=np.float32)),
     "inf_extra": lambda tmp, run: _npz(tmp, "inf.npz", np.full((4, 8, 8, 1), np.inf, dtype=np.float32)),
     "shape_extra": lambda tmp, run: _npz(tmp, "shape.npz", np.zeros((4, 3, 5), dtype=np.uint8)),
+    "ok_extra": lambda tmp, run: _npz(tmp, "ok.npz", np.zeros((4, 8, 8, 1), dtype=np.uint8)),
 }
 
 

@@ -72,6 +72,16 @@ FORMS = [
     ("hard-instances/cifar10-atta*", "adaptive-targets", "options.adaptive-targets.source", "attack_start", LINE_PRE,
      "the output at the **cached, pre-update** perturbation"),
 ]
+# Forms the notes do not state, read in the authors' repositories at the commit named (crop border of
+# the training augmentation: issue 21 asks each recipe to pad as its paper's code did).
+CODE_FORMS = [
+    ("iaat/*", None, "data.pad_fill", "reflect", "yogeshbalaji/Instance_Adaptive_Adversarial_Training@49f5f14 "
+     "trainers/trainer.py, trainers/trainer_adaptive.py: T.Pad(4, padding_mode='reflect'), T.RandomCrop(32)"),
+    ("hat/cifar*", None, "data.pad_fill", 0.0, "imrahulr/hat@3177a4f core/data/cifar10.py, cifar100.py: "
+     "transforms.RandomCrop(32, padding=4) (torchvision's default fill 0)"),
+    *[(f"he/cifar10-{row}", None, "data.pad_fill", 0.0, "ShawnXYang/AT_HE@dad6a41 CIFAR-10/train_adv_cifar10.py: "
+       "transforms.RandomCrop(32, padding=4)") for row in ("pgd-at", "pgd-at-he", "alp", "alp-he", "trades", "trades-he")],
+]
 # Recipes whose paper's code the notes do not describe (so no code form can be checked), and why.
 NO_CODE_FORM = {
     "hard-instances/svhn-*": "the notes describe the 004 code's CIFAR-10 path only (10.1); the SVHN rows run "
@@ -135,3 +145,19 @@ def test_every_recipe_is_checked_or_says_why_not():
     for recipe in RECIPES:
         excused = any(fnmatch(recipe.name, pattern) for pattern in NO_CODE_FORM)
         assert rows_for(recipe.name, recipe.plugins) or excused, f"{recipe.name}: no code-form row"
+
+
+CODE_CASES = [(r.name, row) for r in RECIPES for row in CODE_FORMS if fnmatch(r.name, row[0])]
+
+
+@pytest.mark.parametrize("name, row", CODE_CASES, ids=[f"{n}:{row[2]}" for n, row in CODE_CASES])
+def test_recipe_pads_as_its_code_did(name, row):
+    _, _, key, expected, source = row
+    actual = effective_value(name, key)
+    assert same(actual, expected), f"{name}: {key} = {actual!r}; the authors' code uses {expected!r} ({source})"
+    assert key.split(".")[-1] in find_recipe(name).path.read_text()  # stated in the recipe, not a silent default
+
+
+def test_every_code_form_row_covers_a_recipe():
+    assert len(CODE_CASES) == 8 + 15 + 6  # iaat, hat CIFAR, he CIFAR-10 rows from the AT_HE script
+    assert all(any(fnmatch(r.name, row[0]) for r in RECIPES) for row in CODE_FORMS)

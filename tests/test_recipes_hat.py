@@ -203,3 +203,12 @@ def test_l2_rows_train_in_the_l2_ball(name):
     recipe = find_recipe(name)
     assert recipe.run_config()["attack"]["norm"] == "L2"
     assert recipe.run_config(twin=True)["attack"]["norm"] == "L2"
+
+
+@pytest.mark.parametrize("name", sorted(TABLE8))
+def test_the_awp_twins_perturb_only_after_a_warm_up(name):
+    """AWP at gamma 5e-3 from epoch 0 stalls the twin's small BN-free network at ln K (docs/methods/awp.md)."""
+    from advcore.kernel.config import load_config
+
+    twin = load_config(base=find_recipe(name).run_config(twin=True))
+    assert twin.options["awp"]["warmup"] == 1 and twin.epochs == 3  # one of the twin's three epochs without AWP

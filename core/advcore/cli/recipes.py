@@ -48,6 +48,7 @@ TWIN_BASE: dict[str, Any] = {
     "data.subset": 1024,
     "data.batch_size": 64,
     "data.extra": None,
+    "data.extra_fraction": None,  # the twin has no extra data, so no share of it either
     "model.arch": "small-cnn",
     "model.width": 8,
     "model.normalize": False,

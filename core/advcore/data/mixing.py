@@ -1,4 +1,4 @@
-"""Extra training data mixed half-and-half into every batch: a method-free data mechanism.
+"""Extra training data mixed into every batch at a fixed share: a method-free data mechanism.
 
 Robust self-training on pseudo-labelled data (Carmon et al. 2019) and fine-tuning with extra
 data (Liu et al., hard adversarial instances, Sec. 6.2; HAT Sec. 5.3) all use it, with any
@@ -7,13 +7,18 @@ objective; it is configured by ``data.extra`` alone and needs no plugin.
 ``data.extra`` names an ``.npz`` with ``images`` (uint8 NHWC or NCHW, or float in [0, 1]) and
 ``labels`` (pseudo-labels). The run's training set becomes the original samples followed by the
 extra ones, so extra sample j has dataset index N_train + j and per-sample state stays keyed
-uniquely. An epoch is one pass over the larger of the two sources; the smaller one is cycled.
+uniquely. ``data.extra_fraction`` f (default 0.5, half and half) is the share of extra samples
+in each global batch of G: floor(f * G) extra, the rest training samples (HAT Sec. 5.3 follows
+Gowal et al. with 70%). An epoch is one pass over the source that needs the most batches; the
+other one is cycled.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Iterator
+
+import math
 
 import numpy as np
 import torch
@@ -84,21 +89,32 @@ def combine(train: Dataset, extra: Dataset) -> Dataset:
 
 
 class MixedLoader(Loader):
-    """Every global batch: ceil(B/2) training samples and floor(B/2) extra samples, interleaved.
+    """Every global batch of G: G - floor(f*G) training samples and floor(f*G) extra samples, interleaved.
 
-    Interleaving keeps the half-and-half split inside each rank's contiguous share under DDP.
-    Order and augmentation depend only on (seed, epoch), as for ``Loader``.
+    Interleaving (each source spread evenly over the batch; at f = 0.5 training rows on the even
+    slots, extra rows on the odd ones) keeps the share inside each rank's contiguous part under
+    DDP. Order and augmentation depend only on (seed, epoch), as for ``Loader``.
     """
 
-    def __init__(self, dataset: Dataset, *, extra_indices: torch.Tensor, **kwargs):
+    def __init__(self, dataset: Dataset, *, extra_indices: torch.Tensor, extra_fraction: float = 0.5, **kwargs):
         super().__init__(dataset, **kwargs)
-        if self.batch_size * self.world_size < 2:
-            raise DataError("data.extra needs data.batch_size >= 2 to put half of each batch on each source")
+        self.extra_fraction = float(extra_fraction)
+        if not 0 < self.extra_fraction < 1:
+            raise DataError(f"data.extra_fraction={extra_fraction:g} must lie strictly between 0 and 1 "
+                            "(the share of extra samples in each batch)")
+        g = self.batch_size * self.world_size
+        a, b = self._halves()
+        if a < 1 or b < 1:
+            raise DataError(f"data.extra_fraction={self.extra_fraction:g} of a global batch of {g} leaves "
+                            f"{a} training and {b} extra samples per batch; raise data.batch_size or move the "
+                            "fraction towards 0.5")
         self.extra_indices = torch.as_tensor(extra_indices, dtype=torch.int64).cpu()
 
     def _halves(self) -> tuple[int, int]:
+        """(training rows, extra rows) of one global batch; the 1e-9 keeps 0.29 * 100 at 29, not 28.99..."""
         g = self.batch_size * self.world_size
-        return g - g // 2, g // 2
+        b = math.floor(self.extra_fraction * g + 1e-9)
+        return g - b, b
 
     def __len__(self) -> int:
         a, b = self._halves()
@@ -118,10 +134,13 @@ class MixedLoader(Loader):
         a, b = self._halves()
         n = len(self)
         train, extra = self._stream(self.indices, n * a, epoch, 0), self._stream(self.extra_indices, n * b, epoch, 1)
-        slot = torch.cat([torch.arange(a) * 2, torch.arange(b) * 2 + 1])  # train rows on even slots
+        # row i of a source of n rows sits at (2i + 1) / 2n of the batch: compare (2i+1)*b with (2j+1)*a in
+        # integers, ties to the training row (at a = b: train, extra, train, ...; the half-and-half order)
+        key = torch.cat([(2 * torch.arange(a) + 1) * b, (2 * torch.arange(b) + 1) * a])
+        order = torch.argsort(key, stable=True)
         for batch_no in range(start_batch, n):
             chunk = torch.cat([train[batch_no * a:(batch_no + 1) * a], extra[batch_no * b:(batch_no + 1) * b]])
-            chunk = chunk[slot.argsort()]
+            chunk = chunk[order]
             bounds = [len(part) for part in torch.tensor_split(torch.arange(chunk.numel()), self.world_size)]
             lo = sum(bounds[:self.rank])
             sel = slice(lo, lo + bounds[self.rank])

@@ -115,7 +115,8 @@ def build_run(config: RunConfig, out: str | Path | None, *, rank: int = 0, world
         run.stash[EMA_KEY] = WeightAverage(model, config.ema.decay, config.ema.warmup)
     run.views = hooks.data_views(run)
     augment = Augment(info.augment_crop_padding, info.flip, config.data.pad_fill) if config.data.augment else None
-    mixed = {} if extra_indices is None else {"extra_indices": extra_indices}  # half of each batch extra
+    mixed = ({} if extra_indices is None else  # data.extra_fraction of each batch extra
+             {"extra_indices": extra_indices, "extra_fraction": config.data.extra_fraction})
     loader = (MixedLoader if mixed else Loader)(
         train_set, batch_size=config.data.batch_size, seed=config.seed, augment=augment, device=device,
         indices=indices, views=run.views, rank=rank, world_size=world_size, **mixed)

@@ -59,8 +59,12 @@ class DataConfig(_Section):
     eval_batch_size: int = Field(256, ge=1, description="batch size of the per-epoch evaluation")
     augment: bool = Field(True, description="random crop with padding and horizontal flip")
     pad_fill: Annotated[float, Field(ge=0, le=1)] | Literal["reflect"] = Field(
-        0.0, description="crop border: a constant in [0, 1] (0 RAAT/HAT code, 0.5 ATTA/004 code) or reflect (AWP code)")
+        0.0, description="crop border: a constant in [0, 1] (0 RAAT/HAT/HE code, 0.5 ATTA/004 code) or reflect "
+                         "(AWP/IAAT code)")
     extra: str | None = Field(None, description=".npz with images and pseudo-labels mixed into each batch")
+    extra_fraction: float = Field(
+        0.5, gt=0, lt=1, description="share of data.extra samples in each batch: floor(f * global batch) of them "
+                                     "(0.7 in HAT Sec. 5.3 / Gowal et al.)")
     on_device: bool | Literal["auto"] = Field(
         "auto", description="keep the uint8 training set on the device (crop/flip run there too); "
                             "auto = on CUDA when it is under 2 GiB")
@@ -89,6 +93,15 @@ class DataConfig(_Section):
     @classmethod
     def _subset_spec(cls, value: Any) -> int | str | None:
         return parse_subset_spec(value)
+
+    @field_validator("extra_fraction")
+    @classmethod
+    def _fraction_needs_extra(cls, value: float, info: ValidationInfo) -> float:
+        """A share of nothing is a typo or a forgotten data.extra: say so rather than train without extra data."""
+        if value != 0.5 and info.data.get("extra") is None:
+            raise ValueError(f"{value:g} is the share of data.extra samples per batch, but data.extra is not set; "
+                             "pass --set data.extra=FILE.npz or drop data.extra_fraction")
+        return value
 
 
 class ModelConfig(_Section):

@@ -1,5 +1,6 @@
 """HE against formulas written out here from the paper (Eq. 4-6, Sec. 3.5) and notes §6."""
 
+import copy
 import json
 import math
 from types import SimpleNamespace
@@ -138,6 +139,38 @@ def test_margin_is_in_the_training_loss_only():
     assert step.loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert step.loss.item() > F.cross_entropy(logits, step.y).item()
     assert len(calls) == 1  # the 3-step attack never asked for adjusted logits
+
+
+def test_free_takes_its_input_gradient_from_the_margined_training_loss():
+    """FreeAT + HE: the replay's perturbation step ascends CE(s cos - s m 1_y), not the margin-free CE.
+
+    For mean CE over B samples the logit gradient is (softmax(z - s m 1_y) - 1_y) / B, so the input
+    gradient is the model's vector-Jacobian product with that; the plain CE would give
+    (softmax(z) - 1_y) / B. The margin moves the true-class probability down, which is the difference.
+    """
+    from advcore.attacks import project
+
+    s, m = 15.0, 0.2
+    run = tiny_run(["he", "free"], {"he": {"s": s, "m": m}, "free": {"replays": 1}}, optim=FROZEN)
+    model = copy.deepcopy(run.model)  # the weights of the replay's backward (zero biases: ReLU ties would move)
+    step = train_step(run, tiny_batch(run, 16), 0, 0)
+    grad = step.input_gradient("attack")
+    adv = step.examples["attack"].detach()
+    x_adv = adv.clone().requires_grad_(True)
+    logits = model(x_adv)
+    one_hot = F.one_hot(step.y, logits.shape[1]).to(logits.dtype)
+    with torch.no_grad():
+        margined = (F.softmax(logits - s * m * one_hot, 1) - one_hot) / len(step.y)
+        plain = (F.softmax(logits, 1) - one_hot) / len(step.y)
+    g_margin, = torch.autograd.grad(logits, x_adv, margined, retain_graph=True)
+    g_plain, = torch.autograd.grad(logits, x_adv, plain, retain_graph=True)
+    g_shift, = torch.autograd.grad(logits, x_adv, margined - plain)  # what the margin alone contributes
+    assert torch.allclose(grad, g_margin, atol=1e-7, rtol=1e-4)
+    assert (grad - g_plain).abs().max() > 100 * (grad - g_margin).abs().max()  # not the plain CE gradient
+    assert torch.allclose(grad - g_plain, g_shift, atol=1e-7, rtol=1e-4)
+    assert (margined - plain)[one_hot.bool()].lt(0).all()  # the margin lowers every true-class probability
+    delta = project(adv + step.eps.view(-1, 1, 1, 1) * g_margin.sign(), step.x, step.eps) - step.x
+    assert torch.allclose(run.stash["free"], delta, atol=1e-6)  # the next replay starts from that step
 
 
 def test_trades_with_he_puts_the_margin_on_the_natural_term_only():
