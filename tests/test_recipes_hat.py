@@ -179,6 +179,35 @@ ROWS += [("hat/tiny-imagenet-hat", "epochs", 30, "paper", "We train for 30 epoch
          ("hat/cifar10-hat-fat", "reported.clean_acc", 85.7, "paper", "HAT + FAT 85.7 50.4"),
          ("hat/cifar10-hat-fat", "reported.pgd20_acc", 50.4, "paper", "HAT + FAT 85.7 50.4")]
 
+C2 = "hat/cifar10-hat-prn18-80mti"  # Table 4 with extra data, App. C.2 (Gowal et al.'s setup)
+ROWS += [(C2, "plugins", ["hat"], "paper", "Note that we always pick β = 3.5 and γ = 0.5 for HAT."),
+         (C2, "options.hat.beta", 3.5, "paper", "Note that we always pick β = 3.5 and γ = 0.5 for HAT."),
+         (C2, "options.hat.gamma", 0.5, "paper", "Note that we always pick β = 3.5 and γ = 0.5 for HAT."),
+         (C2, "model.arch", "preact-resnet18", "paper", "PreAct ResNet-18 (PRN-18) (He et al., 2016)"),
+         (C2, "data.batch_size", 1024, "paper", "The training batch size is set to 1024 with"),
+         (C2, "data.extra_fraction", 0.7, "paper", "70% of the batch comprising of extra/synthetic data"),
+         (C2, "optim.lr", 0.4, "paper", "a max- imum learning rate of 0.4 and a warmup of 10 epochs"),
+         (C2, "optim.nesterov", True, "paper", "The optimizer used is SGD with Nesterov momentum"),
+         (C2, "optim.weight_decay", 5e-4, "paper", "momentum factor 0.9 and weight decay 0.0005"),
+         (C2, "ema.decay", 0.995, "paper", "model weight averaging (Izmailov et al., 2018) with decay τ = 0.995"),
+         (C2, "attack.steps", 10, "paper", "The training attack used is PGD (K = 10) with step size α = 2/255"),
+         (C2, "attack.step_size", "2/255", "paper", "The training attack used is PGD (K = 10) with step size α = 2/255"),
+         (C2, "attack.eps", "8/255", "paper", "and norm ε = 8/255"),
+         (C2, "reported.clean_acc", 89.02, "paper", "HAT 80M TI 89.02 57.67"),
+         (C2, "reported.autoattack_acc", 57.67, "paper", "HAT 80M TI 89.02 57.67")]
+
+
+def test_the_extra_data_row_spans_400_cifar_equivalent_epochs_with_a_10_epoch_warm_up():
+    """App. C.2: 400 CIFAR-10-equivalent epochs (400 x 50,000 images), 10 of them warm-up. An
+    advcore epoch is one pass over the larger source: ceil(500,000 / 716) batches of 1024."""
+    import math
+
+    cfg = find_recipe(C2).run_config()
+    extra = math.floor(cfg["data"]["extra_fraction"] * cfg["data"]["batch_size"])
+    images_per_epoch = math.ceil(500_000 / extra) * cfg["data"]["batch_size"]
+    assert cfg["epochs"] == round(400 * 50_000 / images_per_epoch)
+    assert cfg["optim"]["pct_start"] == pytest.approx(10 / 400)  # the code's cosinew: OneCycleLR(pct_start=0.025)
+
 
 def _as_fraction(value):
     return Fraction(value) if isinstance(value, str) and "/" in value else value
