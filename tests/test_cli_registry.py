@@ -1,6 +1,6 @@
 """The command registry: every command, the built-in ones too, comes from an ``advcore.commands``
 entry point (a ``register(app)`` function), built-ins first in a stable order, and another
-package cannot replace a built-in (docs/writing-plugins.md#commands)."""
+package cannot replace a built-in (docs/writing-plugins.md, docs/architecture.md)."""
 
 import re
 from importlib.metadata import entry_points
