@@ -37,6 +37,11 @@ def _name(info) -> str | None:
     return info.name or get_command_name(info.callback.__name__)
 
 
+def _package(ep) -> str:
+    """The distribution and function behind an entry point, for a warning."""
+    return f"{ep.dist.name} ({ep.value})" if ep.dist is not None else ep.value
+
+
 def register_commands(target: typer.Typer) -> None:
     """Add the commands of installed packages: entry points in the ``advcore.commands`` group.
 
@@ -62,7 +67,7 @@ def register_commands(target: typer.Typer) -> None:
         try:
             ep.load()(target)
         except Exception as exc:  # noqa: BLE001 - a broken third-party package must not break advcore
-            typer.echo(f"warning: commands from {ep.value} could not be added ({type(exc).__name__}: {exc}); "
+            typer.echo(f"warning: commands from {_package(ep)} could not be added ({type(exc).__name__}: {exc}); "
                        f"fix or uninstall that package", err=True)
             del target.registered_commands[commands:], target.registered_groups[groups:]
             continue
@@ -73,8 +78,8 @@ def register_commands(target: typer.Typer) -> None:
             for info in list(added[start:]):
                 if _name(info) in builtins:
                     added.remove(info)
-                    typer.echo(f"warning: {ep.value} would replace the built-in command 'advcore {_name(info)}' and "
-                               f"was not added; rename that package's command", err=True)
+                    typer.echo(f"warning: {_package(ep)} would replace the built-in command 'advcore {_name(info)}' "
+                               f"and it was not added; rename that package's command", err=True)
 
 
 register_commands(app)

@@ -126,7 +126,8 @@ def _recipe_comparison(source: Path, result: dict) -> str:
         return ""
     from ..recipes import comparison_table
 
-    return "\n" + comparison_table(find_recipe(ref["name"]), {**result, "run": str(source)}, twin=ref.get("twin", False))
+    return "\n" + comparison_table(find_recipe(ref["name"]), {**result, "run": str(source)},
+                                   twin=ref.get("twin", False))
 
 
 def margin(

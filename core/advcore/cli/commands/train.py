@@ -58,15 +58,15 @@ def train(
     if resume:  # the run's own config.json; the command line may only restate it (advcore.resume)
         from ...runtime.resume import resume_config
 
-        cfg, changes = resumerun_config(out, config_file=config, sets=set_, fields=fields, plugins=list(plugin or []),
-                                     recipe_base=chosen.runrun_config(twin, epochs) if chosen else None,
+        cfg, changes = resume_config(out, config_file=config, sets=set_, fields=fields, plugins=list(plugin or []),
+                                     recipe_base=chosen.run_config(twin, epochs) if chosen else None,
                                      allow_change=allow_change)
         if not fallback:  # a missing or bad last checkpoint is refused before torch loads
             from ...runtime.checkpoint import verify_last
 
             verify_last(out / "checkpoints")
     else:
-        cfg = run_config(plugin, config, set_, base=chosen.runrun_config(twin, epochs) if chosen else None, **fields)
+        cfg = run_config(plugin, config, set_, base=chosen.run_config(twin, epochs) if chosen else None, **fields)
     from ...engine import train as run_training  # torch loads here, after the config is valid
 
     history = run_training(cfg, out, resume=resume, fallback=fallback, tensorboard=tensorboard,
@@ -92,7 +92,7 @@ def recipes(
         r = find_recipe(name)
         if as_json:
             typer.echo(json.dumps({"name": r.name, "paper": r.paper, "row": r.row, "reported": r.reported,
-                                   "config": r.runrun_config(), "twin": r.runrun_config(twin=True)}, indent=1))
+                                   "config": r.run_config(), "twin": r.run_config(twin=True)}, indent=1))
             return
         typer.echo(f"{r.name}: {r.paper}, {r.row}")
         typer.echo("paper's numbers: " + ", ".join(f"{k} {v:.2f}" for k, v in r.reported.items()))
