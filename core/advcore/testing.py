@@ -39,12 +39,9 @@ def run_cli(args: list[str]):
     """Run ``advcore ARGS`` in this process (typer's CliRunner); the result has ``exit_code`` and ``output``."""
     from typer.testing import CliRunner
 
-    from .cli.app import _add_plugin_analyses, app
+    from .cli.app import app
 
-    args = [str(a) for a in args]
-    if "analyze" in args:
-        _add_plugin_analyses()
-    return CliRunner().invoke(app, args)
+    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def tiny_config(plugins: list[str], options: dict[str, dict[str, Any]] | None = None, **overrides: Any) -> RunConfig:

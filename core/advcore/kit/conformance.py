@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import torch
 
-from ..kernel.hookspecs import hookimpl
+from ..kernel.hookspecs import CONTRACT, hookimpl
 from ..kernel.plugins import PROBE_NAME
 from ..kernel.step import AttackObjective, LossTerm
 
@@ -31,6 +31,22 @@ EPS_FACTORS = (1.0, 0.5, 0.25, 0.75)
 """Each sample's budget is the run's eps times ``EPS_FACTORS[index % 4]``."""
 TOL = 1e-5
 _observe = hookimpl(wrapper=True, tryfirst=True)
+
+
+def _then(check):
+    """The observer of the hook named like ``check``: it runs the hook (``Probe.watch`` remembers
+    whether it raised), then ``check(self, run, step, result)`` looks at what it returned and left."""
+    hook = check.__name__
+
+    @_observe
+    def observer(self, run, step):
+        with self.watch(hook):
+            result = yield
+        check(self, run, step, result)
+        return result
+
+    observer.__name__, observer.__qualname__, observer.__doc__ = hook, check.__qualname__, check.__doc__
+    return observer
 
 
 @dataclass(frozen=True)
@@ -186,37 +202,7 @@ class Probe:
                                     f"{moved[i]:.4g} but its budget is {eps[i]:.4g} (the batch's largest is "
                                     f"{eps.max():.4g}); use step.eps [B], not the run's scalar eps")
 
-    # --- lifecycle --------------------------------------------------------------------
-
-    @_observe
-    def advcore_configure_model(self, run, model):
-        with self.watch("advcore_configure_model"):
-            return (yield)
-
-    @_observe
-    def advcore_data_views(self, run):
-        with self.watch("advcore_data_views"):
-            return (yield)
-
-    @_observe
-    def advcore_training_subset(self, config, options, dataset, kind, n):
-        with self.watch("advcore_training_subset"):
-            return (yield)
-
-    @_observe
-    def advcore_on_run_start(self, run):
-        with self.watch("advcore_on_run_start"):
-            return (yield)
-
-    @_observe
-    def advcore_on_run_end(self, run, metrics):
-        with self.watch("advcore_on_run_end"):
-            return (yield)
-
-    @_observe
-    def advcore_on_epoch_start(self, run, epoch):
-        with self.watch("advcore_on_epoch_start"):
-            return (yield)
+    # --- lifecycle (the hooks without a check of their own are watched by _pass_through) --
 
     @_observe
     def advcore_on_epoch_end(self, run, epoch, metrics):
@@ -234,16 +220,6 @@ class Probe:
                                                           f"metrics.jsonl cannot store; add a float or int")
         self.record("advcore_on_epoch_end", sorted(metrics.keys() - before.keys()))
         return result
-
-    @_observe
-    def advcore_state_dict(self, run):
-        with self.watch("advcore_state_dict"):
-            return (yield)
-
-    @_observe
-    def advcore_load_state_dict(self, run, state):
-        with self.watch("advcore_load_state_dict"):
-            return (yield)
 
     # --- per batch --------------------------------------------------------------------
 
@@ -267,10 +243,8 @@ class Probe:
         self.record("advcore_select_samples", {"eps": step.eps, "step_size": step.step_size, "groups": step.groups})
         return result
 
-    @_observe
-    def advcore_attack_objective(self, run, step):
-        with self.watch("advcore_attack_objective"):
-            objective = yield
+    @_then
+    def advcore_attack_objective(self, run, step, objective):
         if isinstance(objective, AttackObjective):
             if objective.init not in ("uniform", "normal", "none"):
                 self.problem(run, "advcore_attack_objective",
@@ -278,7 +252,6 @@ class Probe:
             if objective.mode not in ("eval", "train"):
                 self.problem(run, "advcore_attack_objective", f"mode is {objective.mode!r}; use eval or train")
         self.record("advcore_attack_objective", objective)
-        return objective
 
     @_observe
     def advcore_generate_adversarial(self, run, step, objective):
@@ -325,10 +298,8 @@ class Probe:
         self.record(hook, examples)
         return result
 
-    @_observe
-    def advcore_adapt_targets(self, run, step):
-        with self.watch("advcore_adapt_targets"):
-            result = yield
+    @_then
+    def advcore_adapt_targets(self, run, step, result):
         k, b = run.info.num_classes, step.size
         for name, target in step.targets.items():
             bad = None
@@ -346,12 +317,9 @@ class Probe:
                 self.problem(run, "advcore_adapt_targets", f"step.targets[{name!r}] {bad}; expected labels "
                                                            f"[{b}] in 0..{k - 1} or soft targets [{b}, {k}]")
         self.record("advcore_adapt_targets", step.targets)
-        return result
 
-    @_observe
-    def advcore_loss_terms(self, run, step):
-        with self.watch("advcore_loss_terms"):
-            results = yield
+    @_then
+    def advcore_loss_terms(self, run, step, results):
         hook = "advcore_loss_terms"
         for result in results:
             if result is None:
@@ -375,32 +343,23 @@ class Probe:
                     self.problem(run, hook, f"term {term.name!r} has a mask that is {_describe(term.mask)}; "
                                             f"expected a bool tensor shaped ({step.size},)")
         self.record(hook, [t for r in results if isinstance(r, (list, tuple)) for t in r])
-        return results
 
-    @_observe
-    def advcore_adjust_logits(self, run, step, logits, target):
-        with self.watch("advcore_adjust_logits"):
-            out = yield
+    @_then
+    def advcore_adjust_logits(self, run, step, out):
         if isinstance(out, torch.Tensor) and not torch.isfinite(out.detach()).all():
             self.problem(run, "advcore_adjust_logits", "returned logits with NaN or inf")
         self.record("advcore_adjust_logits", out)
-        return out
 
-    @_observe
-    def advcore_sample_weights(self, run, step):
-        with self.watch("advcore_sample_weights"):
-            results = yield
+    @_then
+    def advcore_sample_weights(self, run, step, results):
         for w in results:
             if isinstance(w, torch.Tensor) and w.shape == (step.size,):
                 if not torch.isfinite(w).all() or (w < 0).any():
                     self.problem(run, "advcore_sample_weights", "returned negative or non-finite weights")
         self.record("advcore_sample_weights", results)
-        return results
 
-    @_observe
-    def advcore_update(self, run, step):
-        with self.watch("advcore_update"):
-            loss = yield
+    @_then
+    def advcore_update(self, run, step, loss):
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             self.problem(run, "advcore_update", f"returned {_describe(loss)}; expected the scalar loss")
         elif not torch.isfinite(loss):
@@ -409,12 +368,6 @@ class Probe:
         if not all(torch.isfinite(p).all() for p in params):
             self.problem(run, "advcore_update", "left non-finite weights in the model")
         self.record("advcore_update", {"loss": loss, "weights": params})
-        return loss
-
-    @_observe
-    def advcore_attack_step(self, run, step, attack):
-        with self.watch("advcore_attack_step"):
-            return (yield)
 
     @_observe
     def advcore_observe_loss(self, run, step):
@@ -427,12 +380,28 @@ class Probe:
             self.problem(run, "advcore_observe_loss", "changed the loss or its terms; an observer only reads them")
         return result
 
-    @_observe
-    def advcore_after_step(self, run, step):
-        with self.watch("advcore_after_step"):
-            result = yield
+    @_then
+    def advcore_after_step(self, run, step, result):
         self.record("advcore_after_step", {name: run.state[name] for name in run.state})
-        return result
+
+
+def _pass_through(hook: str):
+    """An observer that checks nothing but remembers whether ``hook`` raised (``Probe.watch``).
+
+    It declares no hook arguments (pluggy passes an implementation only those it names).
+    """
+    @_observe
+    def observer(self):
+        with self.watch(hook):
+            return (yield)
+
+    observer.__name__ = observer.__qualname__ = hook
+    return observer
+
+
+for _contract in CONTRACT:  # every hook is watched: those without a check above get a pass-through
+    if _contract.name != "advcore_plugin_info" and _contract.name not in vars(Probe):
+        setattr(Probe, _contract.name, _pass_through(_contract.name))
 
 
 def implementers(run, hook: str) -> tuple[str, ...]:

@@ -104,10 +104,9 @@ def test_clean_source_averages_the_clean_output_and_kl_adds_the_clean_target_ter
     assert step.loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_with_reweighting_on_a_one_step_adversary_the_loss_is_the_papers():
-    """Alg. 1's loss sum_i w_i CE(f(x'_i), T_i) / sum_i w_i, here with PGD-1 as the one-step adversary."""
-    run = spread_run(["pgd-at", "pgd", "reweight", "adaptive-targets"],
-                     {"adaptive-targets": {"warmup": 0}, "reweight": {"warmup": 0}}, attack={"steps": 1})
+def step_and_papers_loss(run):
+    """One training step, and Alg. 1's loss sum_i w_i CE(f(x'_i), T_i) / sum_i w_i computed by hand
+    from the model before the step: first visit, beta 0.1, rho 0.9, true-label weights."""
     before = copy.deepcopy(run.model).train()
     step = train_step(run, tiny_batch(run, 16), 0, 0)
     with torch.no_grad():
@@ -115,7 +114,14 @@ def test_with_reweighting_on_a_one_step_adversary_the_loss_is_the_papers():
     p = F.softmax(logits, 1)
     target = 0.1 * onehot(step.y) + 0.9 * (0.9 * onehot(step.y) + 0.1 * p)
     w = p[torch.arange(16), step.y]
-    expected = (w * -(target * F.log_softmax(logits, 1)).sum(1)).sum() / w.sum()
+    return step, (w * -(target * F.log_softmax(logits, 1)).sum(1)).sum() / w.sum()
+
+
+def test_with_reweighting_on_a_one_step_adversary_the_loss_is_the_papers():
+    """Alg. 1's loss sum_i w_i CE(f(x'_i), T_i) / sum_i w_i, here with PGD-1 as the one-step adversary."""
+    run = spread_run(["pgd-at", "pgd", "reweight", "adaptive-targets"],
+                     {"adaptive-targets": {"warmup": 0}, "reweight": {"warmup": 0}}, attack={"steps": 1})
+    step, expected = step_and_papers_loss(run)
     assert step.loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
@@ -123,14 +129,7 @@ def test_fast_atta_reweight_adaptive_targets_compose():
     pytest.importorskip("advcore_fast_atta")
     run = spread_run(["fast-atta", "reweight", "adaptive-targets"],
                      {"adaptive-targets": {"warmup": 0}, "reweight": {"warmup": 0}})
-    before = copy.deepcopy(run.model).train()
-    step = train_step(run, tiny_batch(run, 16), 0, 0)
-    with torch.no_grad():
-        logits = before(step.examples["adv"])
-    p = F.softmax(logits, 1)
-    target = 0.1 * onehot(step.y) + 0.9 * (0.9 * onehot(step.y) + 0.1 * p)
-    w = p[torch.arange(16), step.y]
-    expected = (w * -(target * F.log_softmax(logits, 1)).sum(1)).sum() / w.sum()
+    step, expected = step_and_papers_loss(run)
     assert step.loss.item() == pytest.approx(expected.item(), rel=1e-4)
     assert run.state[STARTED][step.index].all()
 
