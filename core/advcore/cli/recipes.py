@@ -34,7 +34,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..kernel.config import parse_fraction
 from ..errors import ConfigError
 
 __all__ = ["Recipe", "TWIN_BASE", "all_recipes", "compare", "comparison_table", "find_recipe", "recipe_dirs",
@@ -197,6 +196,8 @@ def _twin(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     for key, value in TWIN_BASE.items():
         _set(data, key, value)
     if eps is not None and step is not None:  # keep the paper's step/eps ratio
+        from ..kernel.config import parse_fraction  # pydantic: only when a twin is built
+
         _set(data, "attack.step_size", TWIN_EPS * float(parse_fraction(step)) / float(parse_fraction(eps)))
     rescale_schedule(data, epochs)
     for key, value in overrides.items():

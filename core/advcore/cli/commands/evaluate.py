@@ -15,7 +15,6 @@ import typer
 from ...errors import AdvcoreError
 from ..options import (ArchOpt, DataDirOpt, DatasetOpt, EpsOpt, NormalizeOpt, NormOpt, WidthOpt, factory_kwargs,
                        parse_eps)
-from ..recipes import find_recipe
 
 
 def eval_(
@@ -124,7 +123,7 @@ def _recipe_comparison(source: Path, result: dict) -> str:
     ref = json.loads(config.read_text()).get("recipe")
     if not ref:
         return ""
-    from ..recipes import comparison_table
+    from ..recipes import comparison_table, find_recipe
 
     return "\n" + comparison_table(find_recipe(ref["name"]), {**result, "run": str(source)},
                                    twin=ref.get("twin", False))

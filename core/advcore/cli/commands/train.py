@@ -15,7 +15,6 @@ import typer
 
 from ...errors import AdvcoreError
 from ..options import PluginOpt, SetOpt, run_config
-from ..recipes import find_recipe
 
 
 def train(
@@ -46,6 +45,8 @@ def train(
     """Train a model with the given plugins; prints clean and robust accuracy per epoch."""
     if twin and recipe is None:
         raise AdvcoreError("--twin needs --recipe NAME; run 'advcore recipes' to list them")
+    from ..recipes import find_recipe  # the recipe files (and pydantic) only when a command needs them
+
     chosen = find_recipe(recipe) if recipe else None
     fields = {"epochs": epochs, "seed": seed, "device": device, "init_from": init_from, "data.dataset": dataset,
               "data.data_dir": data_dir, "data.subset": subset,
@@ -86,7 +87,7 @@ def recipes(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Paper recipes: each headline row of the seed papers as one command, with the paper's numbers."""
-    from ..recipes import all_recipes, recipes_markdown
+    from ..recipes import all_recipes, find_recipe, recipes_markdown
 
     if name is not None:
         r = find_recipe(name)
