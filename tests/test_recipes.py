@@ -56,7 +56,9 @@ def test_recipe_config_validates_and_its_plugins_resolve(recipe):
     assert set(recipe.plugins) <= {p.name for p in plugins}
     assert cfg.recipe.name == recipe.name and not cfg.recipe.twin
     assert cfg.data.dataset != "fashion-mnist", "a paper recipe names the paper's dataset"
-    assert recipe.reported and all(0 <= v <= 100 for v in recipe.reported.values())
+    # a row the paper shows only as curves (paper 004, Fig. 1) reports nothing and says so in its notes
+    assert recipe.reported or "curves" in recipe.notes
+    assert all(0 <= v <= 100 for v in recipe.reported.values())
     measured = {a.key for a in parse_attacks(recipe.attacks)} | {"clean_acc"}
     assert set(recipe.reported) <= measured, "every reported number needs the eval attack that measures it"
     twin = load_config(base=recipe.run_config(twin=True))

@@ -145,3 +145,46 @@ def test_fast_at_twins_reach_the_post_warmup_code_and_keep_alpha_over_eps():
         for plugin in ("reweight", "adaptive-targets"):
             if plugin in twin.plugins:
                 assert twin.options[plugin]["warmup"] < twin.epochs
+
+
+# Sec. 4.1 / Fig. 1: nine subset runs (3 training types x easiest/random/hardest 10000) and the full-set
+# run of each type that ranks them. The figure has curves only, so these recipes report no number.
+Q_SUBSETS = ("We start by training RN18 models for 200 epochs using either the 10000 easiest, random or hardest "
+             "instances of the CIFAR10 training set via either vanilla training, FGSM adversarial training or PGD")
+Q_LR = "the learning rate starts with 0.1 and is divided by 10 in the 1/2 and 3/4 of the whole training duration"
+TYPES = {"pgd-at": "pgd-at", "fgsm": "fgsm-rs", "standard": "standard"}
+SEC41 = {f"hard-instances/cifar10-{t}-{kind}": (t, plugin, kind) for t, plugin in TYPES.items()
+         for kind in ("difficulty", "easiest-10k", "random-10k", "hardest-10k")}
+SEC41_ROWS = []
+for _name, (_type, _plugin, _kind) in SEC41.items():
+    SEC41_ROWS += [(_name, "epochs", 200, Q_SUBSETS), (_name, "model.arch", "preact-resnet18", Q_ARCH),
+                   (_name, "optim.lr", 0.1, Q_LR), (_name, "optim.milestones", [100, 150], Q_LR),
+                   (_name, "data.batch_size", 128, Q_BATCH), (_name, "optim.weight_decay", 5e-4, Q_WD),
+                   (_name, "attack.eps", "8/255", Q_EPS), (_name, "attack.step_size", "2/255", Q_PGD_STEP)]
+    if _kind != "difficulty":
+        SEC41_ROWS.append((_name, "data.subset", f"{_kind.removesuffix('-10k')}:10000", Q_SUBSETS))
+
+
+@pytest.mark.parametrize("name,key,expected,quote", SEC41_ROWS, ids=[f"{r[0]}:{r[1]}" for r in SEC41_ROWS])
+def test_section_4_recipe_value_is_the_papers(name, key, expected, quote):
+    assert_recipe_says(name, key, expected, quote, PAPER, with_defaults=True)
+
+
+@pytest.mark.parametrize("name", sorted(SEC41))
+def test_section_4_recipes_report_curves_only_and_rank_with_their_own_training_type(name):
+    training_type, plugin, kind = SEC41[name]
+    recipe = find_recipe(name)
+    assert recipe.reported == {} and "curves only" in recipe.numbers()
+    ranked = kind in ("difficulty", "easiest-10k", "hardest-10k")
+    assert recipe.plugins == [plugin] + (["difficulty"] if ranked else [])
+    if kind in ("easiest-10k", "hardest-10k"):  # ranked by the full run of the same perturbation type
+        assert recipe.run_config()["options"]["difficulty"]["file"].startswith("REPLACE-ME/")
+        assert f"hard-instances/cifar10-{training_type}-difficulty run" in recipe.notes
+        assert load_config(base=recipe.run_config(twin=True)).data.subset == "random:1000"
+
+
+def test_a_curves_only_recipe_has_no_comparison_table_but_says_where_to_look():
+    from advcore.cli.recipes import comparison_table
+
+    text = comparison_table(find_recipe("hard-instances/cifar10-pgd-at-hardest-10k"), {"clean_acc": 0.5})
+    assert "curves only" in text and "metrics.jsonl" in text and "| metric |" not in text

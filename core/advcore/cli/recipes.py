@@ -80,6 +80,12 @@ class Recipe:
     def plugins(self) -> list[str]:
         return list(self.config.get("plugins", []))
 
+    def numbers(self, sep: str = ", ", short: bool = True) -> str:
+        """The paper's numbers as text; a row the paper shows only as curves says so."""
+        if not self.reported:
+            return "none (the paper shows curves only)"
+        return sep.join(f"{k.removesuffix('_acc') if short else k} {v:.2f}" for k, v in self.reported.items())
+
     def run_config(self, twin: bool = False, epochs: int | None = None) -> dict[str, Any]:
         """The config data of the paper-scale run or of its twin, tagged with the recipe's name.
 
@@ -232,6 +238,9 @@ def compare(recipe: Recipe, result: dict[str, Any]) -> list[dict[str, Any]]:
 def comparison_table(recipe: Recipe, result: dict[str, Any], twin: bool = False) -> str:
     """Markdown: the run's numbers beside the paper's for the recipe's row."""
     rows = compare(recipe, result)
+    if not rows:
+        return (f"recipe {recipe.name}: {recipe.paper}, {recipe.row}: the paper shows curves only, so there is no "
+                f"number to compare; read metrics.jsonl (and advcore analyze gap) beside its figure\n")
     lines = [f"recipe {recipe.name}: {recipe.paper}, {recipe.row}"
              + (" (this run is the scaled-down Fashion-MNIST twin: the paper's numbers are for the full recipe)"
                 if twin else ""),
@@ -251,7 +260,7 @@ def recipes_markdown(recipes: list[Recipe]) -> str:
     """The docs table: every recipe, its paper row, the paper's numbers, and whether it was reproduced here."""
     lines = ["| recipe | paper row | plugins | paper's numbers | reproduced here |", "|---|---|---|---|---|"]
     for r in recipes:
-        numbers = ", ".join(f"{k.removesuffix('_acc')} {v:.2f}" for k, v in r.reported.items())
+        numbers = r.numbers()
         if r.reproduced:
             got = ", ".join(f"{k.removesuffix('_acc')} {v:.2f}" for k, v in r.reproduced.items() if k.endswith("_acc"))
             status = f"{got} ({r.reproduced.get('hardware', 'hardware not recorded')})"

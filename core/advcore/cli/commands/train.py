@@ -96,7 +96,7 @@ def recipes(
                                    "config": r.run_config(), "twin": r.run_config(twin=True)}, indent=1))
             return
         typer.echo(f"{r.name}: {r.paper}, {r.row}")
-        typer.echo("paper's numbers: " + ", ".join(f"{k} {v:.2f}" for k, v in r.reported.items()))
+        typer.echo("paper's numbers: " + r.numbers(short=False))
         if r.notes:
             typer.echo(f"notes: {r.notes}")
         typer.echo(f"file: {r.path}")
@@ -117,7 +117,7 @@ def recipes(
     else:
         width = max(len(r.name) for r in found)
         for r in found:
-            numbers = "  ".join(f"{k.removesuffix('_acc')} {v:.2f}" for k, v in r.reported.items())
+            numbers = r.numbers("  ")
             typer.echo(f"{r.name:<{width}}  {'+'.join(r.plugins):<28} {numbers}")
 
 
