@@ -18,7 +18,9 @@ RUN = ["train", "--plugin", "standard", "--dataset", "digits", "--epochs", "1", 
 
 @pytest.mark.parametrize("setting", ["1", "0"])
 def test_training_shows_the_running_loss_and_an_evaluation_bar_only_with_bars_on(tmp_path, setting):
-    proc = advcore(*RUN, "--out", tmp_path / "run", env={"ADVCORE_PROGRESS": setting, "COLUMNS": "160"})
+    # TQDM_MININTERVAL/MINITERS: every update drawn, so a busy machine cannot skip the redraws checked below
+    env = {"ADVCORE_PROGRESS": setting, "COLUMNS": "160", "TQDM_MININTERVAL": "0", "TQDM_MINITERS": "1"}
+    proc = advcore(*RUN, "--out", tmp_path / "run", env=env)
     assert proc.returncode == 0, proc.stderr
     final = re.search(r"epoch 1/1\s+loss (\d\.\d{4})", proc.stdout)
     assert final, proc.stdout
