@@ -87,6 +87,7 @@ def build(method: str, option: str | None, args, std_checkpoint: str | None):
                          "augment": False},
                 "model": {"arch": args.arch, "width": args.width if args.arch == "small-cnn" else None},
                 "attack": {"steps": args.steps}, "optim": {"schedule": "constant", "lr": 0.01}}
+    sections["speed"] = {"channels_last": False}  # the plain path, like the twin's; an option row turns it on
     for key, value in SPEED.get(option, {}).items():
         sections[key] = {**sections.get(key, {}), **value}
     run, loader = build_run(tiny_config(plugins, options, epochs=1, device=args.device, **sections), None)

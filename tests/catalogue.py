@@ -69,7 +69,7 @@ CONFIG = [
     _bad("eval.n", "0", GE1), _bad("eval.pgd_steps", "0", GE1), _bad("eval.restarts", "0", GE1),
     _bad("eval.every", "0", GE1), _bad("eval.n", "all", INT),
     _bad("ema.decay", "0", GT0), _bad("ema.decay", "1", "less than 1"), _bad("ema.warmup", "perhaps", BOOL),
-    _bad("speed.autocast", "fp16", "invalid value 'fp16'"), _bad("speed.channels_last", "perhaps", BOOL),
+    _bad("speed.autocast", "fp16", "invalid value 'fp16'"), _bad("speed.channels_last", "perhaps", "invalid value 'perhaps' (allowed: true, false, auto)"),
     _bad("speed.compile", "perhaps", BOOL),
     _bad("checkpoint.every_steps", "0", GE1), _bad("checkpoint.every_steps", "often", INT),
     _bad("checkpoint.every_seconds", "0", GT0), _bad("checkpoint.every_seconds", "-5", GT0),

@@ -51,5 +51,17 @@ def test_a_zero_loss_at_chance_accuracy_warns_without_a_hint_when_no_plugin_decl
     run = tiny_run(["pgd-at"])
     k = run.info.num_classes
     line = chance_warning(run, {"epoch": 2, "train_loss": 0.0, "clean_acc": 1.0 / k})
-    assert "is 0 with chance accuracy" in line and "check the learning rate" in line
+    assert "is 0 with near-chance accuracy (10.0%)" in line and "check the learning rate" in line
     assert chance_warning(run, {"epoch": 2, "train_loss": 0.0, "clean_acc": 0.9}) is None  # fitted, not degenerate
+    # the twin of hard-instances/cifar10-atta-reweight: loss 0.0000 from epoch 5, 19.8% clean at the end
+    assert "near-chance accuracy (19.8%)" in chance_warning(run, {"epoch": 10, "train_loss": 0.0, "clean_acc": 0.198})
+    assert chance_warning(run, {"epoch": 9, "train_loss": 0.0}) is None  # not evaluated: no accuracy to judge
+
+
+def test_chance_accuracy_after_the_first_epoch_warns_whatever_the_loss():
+    """The twin of hat/cifar10-hat at its peak lr 0.21: loss 3.43 (above ln 10), 9.0% clean at epoch 10."""
+    run = tiny_run(["pgd-at"])
+    line = chance_warning(run, {"epoch": 10, "train_loss": 3.4308, "clean_acc": 0.09})
+    assert "left clean accuracy at chance (9.0%) after 10 epochs" in line
+    assert chance_warning(run, {"epoch": 1, "train_loss": 3.0, "clean_acc": 0.09}) is None  # one epoch: too early
+    assert chance_warning(run, {"epoch": 10, "train_loss": 1.2, "clean_acc": 0.35}) is None  # weak, not degenerate

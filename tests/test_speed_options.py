@@ -23,7 +23,7 @@ K = 3  # attack steps of tiny_config
 def two_steps(**speed):
     """Loss of two pgd-at steps on one batch and the weights after them."""
     torch.manual_seed(0)
-    run = tiny_run(["pgd-at"], speed=speed)
+    run = tiny_run(["pgd-at"], speed={"channels_last": False, **speed})  # eager float32, contiguous: the reference
     batch = tiny_batch(run, 32)
     losses = [train_step(run, batch, 0, i).loss.item() for i in range(2)]
     return run, losses, {k: v.detach().clone() for k, v in run.model.state_dict().items()}
@@ -51,6 +51,19 @@ def test_option_keeps_the_math(eager, speed, rtol):
     if speed.get("channels_last"):
         conv = run.model.body[2].weight  # the first conv has one input channel: both layouts agree
         assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+
+
+def test_channels_last_auto_is_on_for_the_cpu_only():
+    """The default: on where benchmarks/overhead.py measured it faster (the CPU), off on CUDA until measured."""
+    from advcore.kernel.config import load_config
+    from advcore.runtime.speed import channels_last_on
+
+    assert load_config(None, []).speed.channels_last == "auto"
+    assert channels_last_on("auto", torch.device("cpu")) and not channels_last_on("auto", torch.device("cuda"))
+    assert channels_last_on(True, torch.device("cuda")) and not channels_last_on(False, torch.device("cpu"))
+    assert load_config(None, ["speed.channels_last=false"]).speed.channels_last is False
+    run = tiny_run(["pgd-at"])  # the default on the CPU: the model's convolutions are channels-last
+    assert run.model.body[2].weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_bf16_runs_the_layers_in_bf16_and_returns_float32_logits():

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from ..data.datasets import Dataset
 
-__all__ = ["Forward", "Models", "build_models", "step_models", "wants_device", "place_dataset", "ON_DEVICE_LIMIT"]
+__all__ = ["Forward", "Models", "build_models", "channels_last_on", "step_models", "wants_device", "place_dataset", "ON_DEVICE_LIMIT"]
 
 ON_DEVICE_LIMIT = 2 << 30
 """data.on_device=auto moves a training set of at most this many bytes to a CUDA device."""
@@ -74,6 +74,13 @@ def step_models(run) -> Models:
     return models
 
 
+def channels_last_on(setting: bool | str, device: torch.device) -> bool:
+    """``speed.channels_last``: true/false as given; auto = on the CPU only, the one device where
+    benchmarks/overhead.py measured it (1.3-1.5x for pgd-at, trades, hat, fast-atta; same numbers
+    to rtol 1e-5). CUDA stays off until benchmarks/gpu.py has measured it there."""
+    return setting is True or (setting == "auto" and torch.device(device).type == "cpu")
+
+
 def build_models(run) -> Models:
     """Apply ``run.config.speed`` (and DDP when ``run.world_size > 1``) around ``run.model``.
 
@@ -83,11 +90,12 @@ def build_models(run) -> Models:
     """
     speed = run.config.speed
     model = run.model
-    if speed.channels_last:
+    channels_last = channels_last_on(speed.channels_last, run.device)
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     attack: nn.Module = model
-    if speed.channels_last or speed.autocast != "off":
-        attack = Forward(model, channels_last=speed.channels_last, autocast=speed.autocast)
+    if channels_last or speed.autocast != "off":
+        attack = Forward(model, channels_last=channels_last, autocast=speed.autocast)
     if speed.compile:
         attack = torch.compile(attack, backend=speed.compile_backend)
     train = attack
