@@ -65,3 +65,9 @@ def test_chance_accuracy_after_the_first_epoch_warns_whatever_the_loss():
     assert "left clean accuracy at chance (9.0%) after 10 epochs" in line
     assert chance_warning(run, {"epoch": 1, "train_loss": 3.0, "clean_acc": 0.09}) is None  # one epoch: too early
     assert chance_warning(run, {"epoch": 10, "train_loss": 1.2, "clean_acc": 0.35}) is None  # weak, not degenerate
+
+
+def test_a_reweighting_collapse_names_the_warm_up():
+    run = tiny_run(["pgd-at", "reweight"])
+    line = chance_warning(run, {"epoch": 10, "train_loss": 0.0, "clean_acc": 0.096})
+    assert "reweight: true-label weights fell into their fixed point" in line and "options.reweight.warmup" in line

@@ -51,7 +51,11 @@ def true_label_weights(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 @hookimpl
 def advcore_plugin_info():
     return PluginInfo(summary="reweight samples by the true-label probability (hard instances count less)",
-                      options=Options)
+                      options=Options,
+                      chance_hint="true-label weights fell into their fixed point (the samples already fitted keep "
+                                  "all the weight: loss 0, chance accuracy); raise options.reweight.warmup so the model "
+                                  "learns first (the ATTA twin on 2048 Fashion-MNIST images collapses with 1 or 2 "
+                                  "warm-up epochs of 10 and trains with 5; docs/methods/reweight.md)")
 
 
 @hookimpl
