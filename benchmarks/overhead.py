@@ -60,7 +60,7 @@ SPEED = {"channels_last": {"speed": {"channels_last": True}}, "bf16": {"speed": 
 
 def synthetic_cifar() -> None:
     """Replace the dataset loader with 50,000 random CIFAR-shaped images (speed only, no accuracy)."""
-    import advcore.engine.loop as trainer_build
+    import advcore.engine.build as trainer_build
     from advcore.data.datasets import Dataset, DatasetInfo
 
     made: dict = {}

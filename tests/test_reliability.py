@@ -69,7 +69,7 @@ class NaNTerm:
 def test_nan_loss_stops_naming_step_terms_and_last_good_checkpoint(tmp_path):
     config = tiny_config(["pgd-at"], epochs=2)
     plugins = resolve(["pgd-at"]) + [Installed("nan", "tests", "0", module=NaNTerm())]
-    import advcore.engine.loop as trainer_build
+    import advcore.engine.loop as trainer_build  # _train looks build_run up here
     original = trainer_build.build_run
     trainer_build.build_run = lambda cfg, out, **kw: original(cfg, out, plugins=plugins, **{k: v for k, v in kw.items() if k != "plugins"})
     try:

@@ -191,7 +191,7 @@ class _KillAtStep:
 
 @pytest.mark.parametrize("plugin", BUILT_IN)
 def test_every_built_in_plugin_resumes_bitwise_from_an_in_epoch_checkpoint(tmp_path, plugin, monkeypatch):
-    import advcore.engine.loop as trainer_build
+    import advcore.engine.loop as trainer_build  # _train looks build_run up here
     from advcore.kernel.plugins import Installed, resolve
     from advcore.testing import tiny_config
 
