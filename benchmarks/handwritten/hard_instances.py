@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .common import Context, pgd_ce, state_of, update
+from .common import Context, state_of, update
+from .pgd_at import ce_examples
 
 
 class AdaptiveTargets:
@@ -48,11 +49,7 @@ def make_hard_instances(ctx: Context, adversary=None, reweight: bool = False, ad
     targets = AdaptiveTargets(ctx, warmup=warmup) if adaptive else None
 
     def step(x, y, index):
-        ctx.model.eval()
-        if adversary is None:
-            x_adv = pgd_ce(ctx, x, y, ctx.eps, ctx.alpha, ctx.steps)
-        else:
-            x_adv = adversary(x, y, index, lambda logits: F.cross_entropy(logits, y, reduction="sum"))
+        x_adv = ce_examples(ctx, x, y, index, adversary)
         ctx.model.train()
         logits = ctx.forward(x_adv)
         target = y if targets is None else targets(logits, y, index)
@@ -92,8 +89,7 @@ def make_difficulty(ctx: Context, epochs: int = 1):
     history = LossHistory(ctx, epochs)
 
     def step(x, y, index):
-        ctx.model.eval()
-        x_adv = pgd_ce(ctx, x, y, ctx.eps, ctx.alpha, ctx.steps)
+        x_adv = ce_examples(ctx, x, y, index)
         ctx.model.train()
         logits = ctx.forward(x_adv)
         ce = F.cross_entropy(logits, y, reduction="none")

@@ -34,7 +34,7 @@ class EpochTotals:
         return self.loss_sum / max(self.count, 1)
 
     def metrics(self) -> dict[str, float]:
-        out = {"train_loss": self.loss_sum / max(self.count, 1)}
+        out = {"train_loss": self.running_loss()}
         for name, (total, k, how) in self.records.items():
             out[name] = total if how == "sum" else total / k
         return out

@@ -28,6 +28,18 @@ class PluginOptions(_Section):
     """Base class for a plugin's options: unknown keys are errors, fields carry descriptions."""
 
 
+def parse_bool_or_auto(value: Any) -> bool | str:
+    """A switch that may also be "auto" (the engine decides by device): true/false, also as --set strings."""
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if value not in (True, False, "auto"):
+        raise ValueError(f"invalid value {value!r} (allowed: true, false, auto)")
+    return value
+
+
+BoolOrAuto = Annotated[bool | Literal["auto"], BeforeValidator(parse_bool_or_auto)]
+
+
 _SUBSET_KIND = re.compile(r"^([a-z][a-z0-9_-]*):([1-9][0-9]*)$")
 
 
@@ -65,18 +77,9 @@ class DataConfig(_Section):
     extra_fraction: float = Field(
         0.5, gt=0, lt=1, description="share of data.extra samples in each batch: floor(f * global batch) of them "
                                      "(0.7 in HAT Sec. 5.3 / Gowal et al.)")
-    on_device: bool | Literal["auto"] = Field(
+    on_device: BoolOrAuto = Field(
         "auto", description="keep the uint8 training set on the device (crop/flip run there too); "
                             "auto = on CUDA when it is under 2 GiB")
-
-    @field_validator("on_device", mode="before")
-    @classmethod
-    def _on_device(cls, value: Any) -> bool | str:
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        if value not in (True, False, "auto"):
-            raise ValueError(f"invalid value {value!r} (allowed: true, false, auto)")
-        return value
 
     @field_validator("dataset")
     @classmethod
@@ -207,22 +210,13 @@ class EmaConfig(_Section):
 class SpeedConfig(_Section):
     """Execution options that change how fast a step runs, not what it computes (see docs/performance.md)."""
 
-    channels_last: bool | Literal["auto"] = Field(
+    channels_last: BoolOrAuto = Field(
         "auto", description="channels-last memory format for the model and its inputs; auto = on the CPU, where it "
                             "was measured 1.3-1.5x faster (docs/performance.md), off on CUDA until measured there")
     autocast: Literal["off", "bf16"] = Field("off", description="bf16 autocast of attack and training forwards "
                                                                 "(logits and losses stay float32)")
     compile: bool = Field(False, description="torch.compile the model used by attack and training passes")
     compile_backend: str = Field("inductor", description="torch.compile backend (inductor; aot_eager for debugging)")
-
-    @field_validator("channels_last", mode="before")
-    @classmethod
-    def _channels_last(cls, value: Any) -> bool | str:
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        if value not in (True, False, "auto"):
-            raise ValueError(f"invalid value {value!r} (allowed: true, false, auto)")
-        return value
 
     @field_validator("compile_backend")
     @classmethod
