@@ -103,21 +103,21 @@ class MixedLoader(Loader):
             raise DataError(f"data.extra_fraction={extra_fraction:g} must lie strictly between 0 and 1 "
                             "(the share of extra samples in each batch)")
         g = self.batch_size * self.world_size
-        a, b = self._halves()
+        a, b = self._shares()
         if a < 1 or b < 1:
             raise DataError(f"data.extra_fraction={self.extra_fraction:g} of a global batch of {g} leaves "
                             f"{a} training and {b} extra samples per batch; raise data.batch_size or move the "
                             "fraction towards 0.5")
         self.extra_indices = torch.as_tensor(extra_indices, dtype=torch.int64).cpu()
 
-    def _halves(self) -> tuple[int, int]:
+    def _shares(self) -> tuple[int, int]:
         """(training rows, extra rows) of one global batch; the 1e-9 keeps 0.29 * 100 at 29, not 28.99..."""
         g = self.batch_size * self.world_size
         b = math.floor(self.extra_fraction * g + 1e-9)
         return g - b, b
 
     def __len__(self) -> int:
-        a, b = self._halves()
+        a, b = self._shares()
         return max(-(-self.indices.numel() // a), -(-self.extra_indices.numel() // b))
 
     def _stream(self, pool: torch.Tensor, need: int, epoch: int, tag: int) -> torch.Tensor:
@@ -131,7 +131,7 @@ class MixedLoader(Loader):
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
         from .datasets import _batch_seed
 
-        a, b = self._halves()
+        a, b = self._shares()
         n = len(self)
         train, extra = self._stream(self.indices, n * a, epoch, 0), self._stream(self.extra_indices, n * b, epoch, 1)
         # row i of a source of n rows sits at (2i + 1) / 2n of the batch: compare (2i+1)*b with (2j+1)*a in
