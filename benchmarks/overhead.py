@@ -2,29 +2,38 @@
 
     python benchmarks/overhead.py [--methods pgd-at,trades,...] [--options channels_last,bf16,compile,on_device]
         [--dataset digits] [--arch small-cnn] [--batch-size 128] [--batches 8] [--steps 10]
-        [--repeats 5] [--device cpu|cuda] [--quick] [--json FILE]
+        [--repeats 5] [--device cpu|cuda] [--keep-host-memory auto|false] [--noise pgd-at,...]
+        [--quick] [--json FILE]
 
 Prints one line per method: ``METHOD advcore_img_s=X handwritten_img_s=Y ratio=Z [MIN-MAX]
-wall_ratio=W [MIN-MAX]`` where ratio = advcore / hand-written throughput (>= 1.0: advcore is
-no slower), the median over ``--repeats`` interleaved rounds with the rounds' min-max, on
-the clock named by ``--clock`` and (on the CPU) the wall clock too; then one line per speed
-option on pgd-at, ``pgd-at+OPTION ... speedup=S`` with S = advcore with the option / advcore
-without it (the hand-written loop gets the same option). Lines starting with ``#`` are
-notes: the device, each method's ``epoch_s`` (``--epoch-size`` images at advcore's rate,
-evaluation excluded), a plugin that is not installed, an option that does not apply, and
-for ``fast-atta`` or ``OBJECTIVE+fast-atta`` timed after its objective, ``cost_vs_pgd``: its
-step time over the objective's PGD-K step time. ``--json`` writes every figure (both
-clocks, per-round spread, warm-up seconds, peak GPU memory) with the machine description.
+same_ratio=S [MIN-MAX] wall_ratio=W [MIN-MAX]``. ``ratio`` = advcore / hand-written throughput
+(>= 1.0: advcore is no slower) with advcore as ``advcore train`` runs it, its speed defaults
+included (channels_last on the CPU), against the hand-written loop in plain PyTorch;
+``same_ratio`` is advcore on the hand-written loop's own plain path, like for like: the
+framework's own cost (printed where the two paths differ). Each is the median over
+``--repeats`` interleaved rounds with the rounds' min-max, on the clock named by ``--clock``
+and (on the CPU) the wall clock too; then one line per speed option,
+``METHOD+OPTION ... speedup=S`` with S = advcore with the option / advcore on the plain path
+(the hand-written loop gets the same option). Lines starting with ``#`` are notes: the
+device, each method's ``epoch_s`` (``--epoch-size`` images at advcore's rate, evaluation
+excluded), a plugin that is not installed, an option that does not apply, ``noise METHOD``
+(``--noise``: two copies of that hand-written loop timed against each other, the spread two
+identical loops show on this machine), and for
+``fast-atta`` or ``OBJECTIVE+fast-atta`` timed after its objective, ``cost_vs_pgd``: its step
+time over the objective's PGD-K step time. ``--json`` writes every figure (both clocks,
+per-round spread, warm-up seconds, peak GPU memory) with the machine description.
 
-Both loops start from the same weights, take the same batches from advcore's loader
+All loops start from the same weights, take the same batches from advcore's loader
 (gathering and conversion included in the timing) and use the same optimizer; the
 hand-written steps (benchmarks/handwritten/, one file per method family) implement each
-plugin's default options, and both are stepped at ``training_epoch`` (after every enabled
-plugin's warm-up). The two alternate batch by batch in ABBA order (each step timed
-on its own, after a synchronize on CUDA). On the CPU the default clock is the process's CPU
-time (one thread by default), which a shared, busy machine disturbs far less than wall
-time; on CUDA it is wall time after a synchronize. ``--dataset synthetic-cifar`` times
-CIFAR-shaped random images when CIFAR-10 is not on disk.
+plugin's default options, and all are stepped at ``training_epoch`` (after every enabled
+plugin's warm-up). They alternate batch by batch, each batch in another order (ABBA for
+two, the six orders in turn for three; each step timed on its own, after a synchronize on
+CUDA). On the CPU the default clock is the process's CPU time (one thread by default),
+which a shared, busy machine disturbs far less than wall time; on CUDA it is wall time after
+a synchronize. ``speed.keep_host_memory`` is process-wide, so the hand-written loop shares
+it; ``--keep-host-memory false`` times a process without it. ``--dataset synthetic-cifar``
+times CIFAR-shaped random images when CIFAR-10 is not on disk.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import itertools
 import json
 import shlex
 import sys
@@ -45,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from handwritten import LOOPS, Context  # noqa: E402
 
 from advcore.kernel.plugins import installed_plugins  # noqa: E402
-from advcore.runtime.speed import Forward  # noqa: E402
+from advcore.runtime.speed import Forward, channels_last_on  # noqa: E402
 from advcore.testing import tiny_config  # noqa: E402
 from advcore.engine import build_run, train_step, write_checkpoint  # noqa: E402
 
@@ -77,7 +87,10 @@ def synthetic_cifar() -> None:
     trainer_build.load_dataset = load
 
 
-def build(method: str, option: str | None, args, std_checkpoint: str | None):
+def build(method: str, option: str | None, args, std_checkpoint: str | None, *, defaults: bool = False):
+    """advcore's run of ``method``: on the plain path the twin takes (``speed.channels_last=false``)
+    with ``option`` on top, or with ``defaults=True`` as ``advcore train`` runs it (every speed
+    default, channels_last=auto included)."""
     plugins = method.split("+")  # "hat+fast-atta": the objective with another adversary
     options = {"hat": {"std_checkpoint": std_checkpoint}} if "hat" in plugins else {}
     if "iaat" in plugins:  # the hand-written twin is Alg. 1/2 as the paper writes it
@@ -86,8 +99,10 @@ def build(method: str, option: str | None, args, std_checkpoint: str | None):
     sections = {"data": {"dataset": dataset, "batch_size": args.batch_size, "subset": getattr(args, "subset", None),
                          "augment": False},
                 "model": {"arch": args.arch, "width": args.width if args.arch == "small-cnn" else None},
-                "attack": {"steps": args.steps}, "optim": {"schedule": "constant", "lr": 0.01}}
-    sections["speed"] = {"channels_last": False}  # the plain path, like the twin's; an option row turns it on
+                "attack": {"steps": args.steps}, "optim": {"schedule": "constant", "lr": 0.01},
+                "speed": {"keep_host_memory": getattr(args, "keep_host_memory", "auto")}}
+    if not defaults:
+        sections["speed"]["channels_last"] = False  # the plain path, like the twin's; an option row turns it on
     for key, value in SPEED.get(option, {}).items():
         sections[key] = {**sections.get(key, {}), **value}
     run, loader = build_run(tiny_config(plugins, options, epochs=1, device=args.device, **sections), None)
@@ -173,12 +188,62 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def interleaved(steps: dict, batches: int, images: int, device: torch.device, fresh=dict) -> dict:
+    """One round: every loop over the same ``batches``, interleaved batch by batch in turning order
+    (ABBA for two; all six orders in turn for three), so a change in the machine's load hits them
+    alike; ``{(name, clock): images/s}``. ``fresh()`` gives what the steps read their batches from."""
+    orders = list(itertools.permutations(steps))
+    spent = {(who, c): 0.0 for who in steps for c in ("cpu", "wall")}
+    source = fresh()
+    for i in range(batches):
+        for who in orders[i % len(orders)]:
+            sync(device)
+            cpu, wall = time.process_time(), time.perf_counter()
+            steps[who](i, source)
+            sync(device)
+            spent[who, "cpu"] += time.process_time() - cpu
+            spent[who, "wall"] += time.perf_counter() - wall
+    return {key: images / max(seconds, 1e-9) for key, seconds in spent.items()}
+
+
+def noise_floor(method: str, args) -> dict:
+    """Two copies of the same hand-written loop timed like a method row: how far apart this
+    machine puts two identical loops (the ratio's median and min-max over the rounds)."""
+    run, loader = build(method, None, args, None)
+    copies = {who: LOOPS[method](handwritten_context(run, None, args.steps)) for who in ("first", "second")}
+    images, labels = run.train_set.images, run.train_set.labels
+    batches = [b for _, b in zip(range(args.batches), loader.epoch(0))]
+    count = sum(b.y.numel() for b in batches)
+
+    def step(who: str):
+        def one(i: int, _) -> None:
+            index = batches[i].index.to(images.device)
+            copies[who](images[index].to(run.device).float().div_(255), labels[index.to(labels.device)].to(run.device),
+                        index.to(run.device))
+        return one
+
+    steps = {who: step(who) for who in copies}
+    for who in copies:
+        steps[who](0, None)  # warm-up
+    rounds = [interleaved(steps, len(batches), count, run.device) for _ in range(args.repeats)]
+    return {"method": method, **{c: {"ratio": spread([r["first", c] / r["second", c] for r in rounds])}
+                                 for c in ("cpu", "wall")}}
+
+
 def bench(method: str, option: str | None, args, std: str | None) -> dict:
-    """Time advcore's step against its hand-written twin; per-round images/s on both clocks."""
+    """Time advcore's step against its hand-written twin; per-round images/s on both clocks.
+
+    A method row (``option=None``) times three contenders: advcore as ``advcore train`` runs it
+    (its speed defaults: ``advcore``), advcore on the twin's plain path (``same``: the framework's
+    own cost, like for like) and the twin; an option row gives the option to advcore and the twin.
+    """
     if torch.device(args.device).type == "cuda":  # the previous row's run must not count in this one's peak
         gc.collect()
         torch.cuda.empty_cache()
     run, loader = build(method, option, args, std)
+    contenders = {"advcore": (run, loader)}
+    if option is None and channels_last_on("auto", run.device):  # the defaults differ from the plain path
+        contenders = {"advcore": build(method, None, args, std, defaults=True), "same": (run, loader)}
     epoch = training_epoch(run)
     images = run.train_set.images  # where advcore placed it (data.on_device): both loops gather from there
     hand = LOOPS[method](handwritten_context(run, option, args.steps))
@@ -186,8 +251,9 @@ def bench(method: str, option: str | None, args, std: str | None) -> dict:
     labels = run.train_set.labels.to(run.device)
     count = sum(i.numel() for i in indices)
 
-    def advcore_step(i: int, batches) -> None:
-        train_step(run, next(batches), epoch, i)
+    def advcore_step(who: str):
+        contender, _ = contenders[who]
+        return lambda i, batches: train_step(contender, next(batches[who]), epoch, i)
 
     def hand_step(i: int, _) -> None:
         if i == 0:  # an epoch's shuffle, as advcore's loader draws when its first batch is taken
@@ -196,50 +262,43 @@ def bench(method: str, option: str | None, args, std: str | None) -> dict:
         x = images[index.to(images.device)].to(run.device, non_blocking=True).float().div_(255)
         hand(x, labels[index.to(labels.device)], index.to(run.device))
 
-    def one_round() -> dict:
-        """Both loops over the same batches, interleaved batch by batch (ABBA order), so a
-        change in the machine's load hits both alike; CPU and wall seconds of each."""
-        spent = {(fn, c): 0.0 for fn in (advcore_step, hand_step) for c in ("cpu", "wall")}
-        batches = iter(loader.epoch(0))
-        for i in range(len(indices)):
-            for fn in ((advcore_step, hand_step) if i % 2 == 0 else (hand_step, advcore_step)):
-                sync(run.device)
-                cpu, wall = time.process_time(), time.perf_counter()
-                fn(i, batches)
-                sync(run.device)
-                spent[fn, "cpu"] += time.process_time() - cpu
-                spent[fn, "wall"] += time.perf_counter() - wall
-        return {(who, c): count / max(spent[fn, c], 1e-9)
-                for who, fn in (("advcore", advcore_step), ("handwritten", hand_step)) for c in ("cpu", "wall")}
-
+    steps = {**{who: advcore_step(who) for who in contenders}, "handwritten": hand_step}
+    one_round = lambda: interleaved(steps, len(indices), count, run.device,  # noqa: E731
+                                    lambda: {who: iter(contenders[who][1].epoch(0)) for who in contenders})
     first = next(iter(loader.epoch(0)))
     if run.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(run.device)
-    began = time.perf_counter()
-    train_step(run, first, epoch, 0)  # warm-up (and compilation) outside the timing
-    sync(run.device)
-    warm_advcore = time.perf_counter() - began
+    warm = {}
+    for who, (contender, _) in contenders.items():
+        began = time.perf_counter()
+        train_step(contender, first, epoch, 0)  # warm-up (and compilation) outside the timing
+        sync(run.device)
+        warm[who] = time.perf_counter() - began
     began = time.perf_counter()
     hand(first.x, first.y, first.index)
     sync(run.device)
-    warm_hand = time.perf_counter() - began
+    warm["handwritten"] = time.perf_counter() - began
     rounds = [one_round() for _ in range(args.repeats)]
-    result = {"method": method, "option": option or "none", "images_per_round": count,
-              "warmup_s": {"advcore": warm_advcore, "handwritten": warm_hand},
+    result = {"method": method, "option": option or "none", "images_per_round": count, "warmup_s": warm,
               "peak_gpu_bytes": torch.cuda.max_memory_allocated(run.device) if run.device.type == "cuda" else None}
     for c in ("cpu", "wall"):
-        result[c] = {"advcore_img_s": spread([r["advcore", c] for r in rounds]),
-                     "handwritten_img_s": spread([r["handwritten", c] for r in rounds]),
-                     "ratio": spread([r["advcore", c] / r["handwritten", c] for r in rounds])}
+        result[c] = {f"{who}_img_s": spread([r[who, c] for r in rounds]) for who in steps}
+        result[c]["ratio"] = spread([r["advcore", c] / r["handwritten", c] for r in rounds])
+        if "same" in steps:  # the framework's own cost, and what its speed defaults win
+            result[c]["same_ratio"] = spread([r["same", c] / r["handwritten", c] for r in rounds])
+            result[c]["defaults_speedup"] = spread([r["advcore", c] / r["same", c] for r in rounds])
     return result
 
 
 def line(name: str, result: dict, clock_name: str, extra: str = "") -> str:
-    """``NAME advcore_img_s=X handwritten_img_s=Y ratio=Z [min-max] wall_ratio=W [min-max]`` (medians)."""
+    """``NAME advcore_img_s=X handwritten_img_s=Y ratio=Z [min-max] same_ratio=S [min-max]
+    wall_ratio=W [min-max]`` (medians; ``same_ratio`` where advcore's defaults differ from the plain path)."""
     r, w = result[clock_name], result["wall" if clock_name == "cpu" else "cpu"]
     text = (f"{name} advcore_img_s={r['advcore_img_s']['median']:.1f} "
             f"handwritten_img_s={r['handwritten_img_s']['median']:.1f} ratio={r['ratio']['median']:.3f} "
             f"[{r['ratio']['min']:.3f}-{r['ratio']['max']:.3f}]")
+    if "same_ratio" in r:
+        text += f" same_ratio={r['same_ratio']['median']:.3f} [{r['same_ratio']['min']:.3f}-{r['same_ratio']['max']:.3f}]"
     if clock_name == "cpu":
         text += f" wall_ratio={w['ratio']['median']:.3f} [{w['ratio']['min']:.3f}-{w['ratio']['max']:.3f}]"
     return text + extra
@@ -264,6 +323,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epoch-size", type=int, default=50_000, help="images per epoch for the epoch_s note")
     parser.add_argument("--option-methods", default="pgd-at", help="methods the speed options are timed on")
     parser.add_argument("--subset", type=int, default=None, help="first N training samples (dataset-size rows)")
+    parser.add_argument("--noise", default="", help="methods whose hand-written loop is also timed against a copy "
+                                                   "of itself: the machine's noise floor for the ratios")
+    parser.add_argument("--keep-host-memory", choices=("auto", "false"), default="auto",
+                        help="speed.keep_host_memory of every run (process-wide, so the twin shares it): false "
+                             "times glibc's default allocator, for the option's speedup across two processes")
     parser.add_argument("--quick", action="store_true", help="a smoke run: width 8, 2 batches, K=2, 2 rounds")
     parser.add_argument("--json", type=Path, default=None, help="write every figure, with the machine, here")
     args = parser.parse_args(argv)
@@ -314,6 +378,14 @@ def main(argv: list[str] | None = None) -> dict:
         if "cost_vs_pgd" in result:
             print(f"# {method} cost_vs_pgd={result['cost_vs_pgd']:.3f} (step time over {objective} "
                   f"with PGD-{args.steps})", flush=True)
+    for method in [m for m in args.noise.split(",") if m]:
+        if method not in LOOPS:
+            parser.error(f"--noise: no hand-written loop for {method!r}; choose from {', '.join(LOOPS)}")
+        floor = noise_floor(method, args)
+        report.setdefault("noise", []).append(floor)
+        r = floor[args.clock]["ratio"]
+        print(f"# noise {method}: two copies of its hand-written loop, ratio={r['median']:.3f} "
+              f"[{r['min']:.3f}-{r['max']:.3f}]", flush=True)
     options = [o for o in args.options.split(",") if o]
     for option in options:
         if option not in OPTIONS:
@@ -331,8 +403,8 @@ def main(argv: list[str] | None = None) -> dict:
             base = eager.get(method) or bench(method, None, args, std)
             eager[method] = base
             result = bench(method, option, args, std)
-            result["speedup"] = (result[args.clock]["advcore_img_s"]["median"]
-                                 / base[args.clock]["advcore_img_s"]["median"])
+            plain = base[args.clock].get("same_img_s", base[args.clock]["advcore_img_s"])  # without its defaults
+            result["speedup"] = result[args.clock]["advcore_img_s"]["median"] / plain["median"]
             report["options"].append(result)
             print(line(f"{method}+{option}", result, args.clock, f" speedup={result['speedup']:.3f}"), flush=True)
     if args.json:

@@ -11,6 +11,8 @@ command and the machine) and the page is rendered from those files and the templ
   and the speed options per method;
 * ``scaling.json``: pgd-at's cost per image against dataset size, batch size, width and
   threads, and the peak RSS of one benchmark process per method;
+* ``host_memory.json``: ``speed.keep_host_memory``'s speedup, two overhead.py processes (it is
+  process-wide), one with glibc's default allocator;
 * ``startup.json``: wall seconds of ``advcore --help``, ``advcore plugins`` and a usage
   error (repeated runs: min, median, max), with ``import torch`` alone for reference;
 * ``eval_cost.json``: a default 5-epoch digits run of pgd-at, evaluation seconds against
@@ -83,9 +85,8 @@ def part_overhead(args) -> dict:
         runs = [["--quick", "--methods", "pgd-at,fast-atta", "--options", ""],
                 ["--quick", "--methods", "", "--options", "channels_last", "--option-methods", "pgd-at"]]
     else:
-        runs = [["--methods", ALL_METHODS, "--batches", "16", "--repeats", "5", "--options", ""],
-                ["--methods", "", "--options", "channels_last", "--option-methods", "pgd-at,trades,hat,fast-atta",
-                 "--batches", "8", "--repeats", "5"],
+        runs = [["--methods", ALL_METHODS, "--batches", "16", "--repeats", "5", "--options", "",
+                 "--noise", "pgd-at,fast-atta"],
                 ["--methods", "", "--options", "compile", "--option-methods", "pgd-at", "--batches", "8", "--repeats", "3"],
                 ["--methods", "", "--options", "bf16", "--option-methods", "pgd-at", "--batches", "4", "--repeats", "3"]]
     merged: dict = {}
@@ -97,10 +98,32 @@ def part_overhead(args) -> dict:
                 merged = {**part, "command": [part["command"]]}
             else:
                 merged["command"].append(part["command"])
-                for key in ("methods", "options", "notes"):
-                    merged[key] += part[key]
+                for key in ("methods", "options", "notes", "noise"):
+                    merged[key] = merged.get(key, []) + part.get(key, [])
     merged["command"] = "; ".join(merged["command"])
     return merged
+
+
+HOST_MEMORY_METHODS = "pgd-at,trades,fast-atta,gairat"
+
+
+def part_host_memory(args) -> dict:
+    """``speed.keep_host_memory`` is process-wide: one overhead.py process with it (auto, on the
+    CPU) and one with glibc's defaults, the same settings; speedup = images/s with / without."""
+    settings = (["--quick", "--methods", "pgd-at", "--options", ""] if args.quick else
+                ["--methods", HOST_MEMORY_METHODS, "--options", "", "--batches", "8", "--repeats", "3"])
+    with tempfile.TemporaryDirectory() as tmp:
+        kept, _ = overhead(args, Path(tmp) / "kept.json", *settings)
+        system, _ = overhead(args, Path(tmp) / "system.json", *settings, "--keep-host-memory", "false")
+    clock = kept["settings"]["clock"]
+    rows = []
+    for a, b in zip(kept["methods"], system["methods"]):
+        rows.append({"method": a["method"], **{f"{who}_speedup": a[clock][f"{who}_img_s"]["median"]
+                                                / b[clock][f"{who}_img_s"]["median"]
+                                                for who in ("advcore", "handwritten")},
+                     "kept": a[clock], "system": b[clock]})
+    return {"command": [kept["command"].rsplit(" --json ", 1)[0], system["command"].rsplit(" --json ", 1)[0]],
+            "machine": kept["machine"], "clock": clock, "rows": rows}
 
 
 def per_image(rate: dict) -> dict:
@@ -191,25 +214,50 @@ def render_overhead(r: dict | None) -> str:
         return "_Not measured yet: run `python benchmarks/report.py`._"
     clock = r["settings"]["clock"]
     lines = [f"Command: `{r['command']}`  ", f"Machine: {machine_line(r['machine'])}  ",
-             f"Clock of `ratio`: {clock} time; median over {r['settings']['repeats']} interleaved rounds "
-             f"[min-max]; `wall` is the same on the wall clock.", "",
-             "| method | advcore img/s | hand-written img/s | ratio | wall ratio | cost vs PGD-K |",
-             "|---|---|---|---|---|---|"]
+             f"Clock: {clock} time (the `wall ratio` column: the wall clock); median over "
+             f"{r['settings']['repeats']} interleaved rounds [min-max].", "",
+             "| method | advcore img/s | hand-written img/s | ratio | same-path ratio | defaults speedup "
+             "| wall ratio | cost vs PGD-K |",
+             "|---|---|---|---|---|---|---|---|"]
     other = "wall" if clock == "cpu" else "cpu"
     for m in r["methods"]:
         c = m[clock]
         cost = f"{m['cost_vs_pgd']:.3f}" if "cost_vs_pgd" in m else ""
+        same = spread(c["same_ratio"]) if "same_ratio" in c else "(= ratio)"
+        gain = spread(c["defaults_speedup"]) if "defaults_speedup" in c else ""
         lines.append(f"| {m['method']} | {spread(c['advcore_img_s'], '{:.1f}')} | "
-                     f"{spread(c['handwritten_img_s'], '{:.1f}')} | {spread(c['ratio'])} | "
+                     f"{spread(c['handwritten_img_s'], '{:.1f}')} | {spread(c['ratio'])} | {same} | {gain} | "
                      f"{spread(m[other]['ratio'])} | {cost} |")
+    sames = [m[clock]["same_ratio"]["median"] for m in r["methods"] if "same_ratio" in m[clock]]
+    ratios = [m[clock]["ratio"]["median"] for m in r["methods"]]
+    lines += ["", f"Medians of `ratio`: {min(ratios):.3f} to {max(ratios):.3f} over {len(ratios)} methods"
+              + (f"; of `same-path ratio`: {min(sames):.3f} to {max(sames):.3f}, {sum(x >= 1 for x in sames)} "
+                 f"of {len(sames)} at or above 1." if sames else ".")]
+    for n in r.get("noise", []):
+        lines.append(f"Noise floor, two copies of the hand-written {n['method']} loop timed the same way: "
+                     f"ratio {spread(n[clock]['ratio'])}.")
     if r["options"]:
-        lines += ["", "Speed options (`speedup` = advcore with the option / advcore without it, medians):", "",
+        lines += ["", "Speed options (`speedup` = advcore with the option / advcore on the plain path, medians):", "",
                   "| method + option | advcore img/s | ratio | speedup | first step s |", "|---|---|---|---|---|"]
         for m in r["options"]:
             c = m[clock]
             lines.append(f"| {m['method']} + {m['option']} | {spread(c['advcore_img_s'], '{:.1f}')} | "
                          f"{spread(c['ratio'])} | {m['speedup']:.3f} | {m['warmup_s']['advcore']:.2f} |")
     lines += [""] + [f"* {n}" for n in r["notes"]]
+    return "\n".join(lines)
+
+
+def render_host_memory(r: dict | None) -> str:
+    if r is None:
+        return "_Not measured yet: run `python benchmarks/report.py`._"
+    lines = [f"Commands: `{r['command'][0]}` and `{r['command'][1]}`  ", f"Machine: {machine_line(r['machine'])}  ",
+             f"Clock: {r['clock']} time; images/s medians [min-max] of each process.", "",
+             "| method | advcore img/s kept | advcore img/s glibc defaults | advcore speedup | "
+             "hand-written speedup |", "|---|---|---|---|---|"]
+    for row in r["rows"]:
+        lines.append(f"| {row['method']} | {spread(row['kept']['advcore_img_s'], '{:.1f}')} | "
+                     f"{spread(row['system']['advcore_img_s'], '{:.1f}')} | {row['advcore_speedup']:.3f} | "
+                     f"{row['handwritten_speedup']:.3f} |")
     return "\n".join(lines)
 
 
@@ -286,6 +334,7 @@ def render(results: Path = RESULTS, template: Path = TEMPLATE) -> str:
     text = template.read_text()
     parts = {"overhead": render_overhead(load("overhead.json")), "scaling": render_scaling(load("scaling.json")),
              "startup": render_startup(load("startup.json")), "eval_cost": render_eval_cost(load("eval_cost.json")),
+             "host_memory": render_host_memory(load("host_memory.json")),
              "gpu": render_gpu(load("gpu.json"))}
     for key, value in parts.items():
         text = text.replace("{{" + key + "}}", value)
@@ -296,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="every part in its smallest setting")
     parser.add_argument("--render-only", action="store_true", help="only render docs/performance.md from the JSON")
-    parser.add_argument("--parts", default="eval_cost,startup,overhead,scaling")
+    parser.add_argument("--parts", default="eval_cost,startup,overhead,host_memory,scaling")
     args = parser.parse_args(argv)
     began = time.perf_counter()
     if not args.render_only:
@@ -304,7 +353,8 @@ def main(argv: list[str] | None = None) -> None:
         for part in args.parts.split(","):
             fn = globals().get(f"part_{part}")
             if fn is None:
-                parser.error(f"--parts: unknown part {part!r}; choose from eval_cost, startup, overhead, scaling")
+                parser.error(f"--parts: unknown part {part!r}; choose from eval_cost, startup, overhead, "
+                                  f"host_memory, scaling")
             t = time.perf_counter()
             result = fn(args)
             result.setdefault("generated_by", "python benchmarks/report.py" + (" --quick" if args.quick else ""))

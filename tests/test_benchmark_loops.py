@@ -81,10 +81,11 @@ def test_overhead_prints_medians_with_spread_and_writes_the_json(capsys, tmp_pat
     out = capsys.readouterr().out
     for method in ("pgd-at", "fast-atta"):
         found = re.search(rf"^{method} advcore_img_s=([\d.]+) handwritten_img_s=([\d.]+) ratio=([\d.]+) "
-                          rf"\[([\d.]+)-([\d.]+)\] wall_ratio=([\d.]+) \[([\d.]+)-([\d.]+)\]$", out, re.M)
+                          rf"\[([\d.]+)-([\d.]+)\] same_ratio=([\d.]+) \[([\d.]+)-([\d.]+)\] "
+                          rf"wall_ratio=([\d.]+) \[([\d.]+)-([\d.]+)\]$", out, re.M)
         assert found, out
-        ratio, low, high, wall, wlow, whigh = map(float, found.groups()[2:])
-        assert low <= ratio <= high and wlow <= wall <= whigh
+        ratio, low, high, same, slow, shigh, wall, wlow, whigh = map(float, found.groups()[2:])
+        assert low <= ratio <= high and slow <= same <= shigh and wlow <= wall <= whigh
     cost = re.search(r"^# fast-atta cost_vs_pgd=([\d.]+) \(step time over pgd-at with PGD-2\)$", out, re.M)
     assert cost and 0 < float(cost.group(1)) < 1.5, out
     written = json.loads(out_json.read_text())
@@ -96,6 +97,9 @@ def test_overhead_prints_medians_with_spread_and_writes_the_json(capsys, tmp_pat
     # the ratio's median is of per-round ratios; images/s medians bound it loosely
     assert rounds["advcore_img_s"]["min"] <= rounds["advcore_img_s"]["median"] <= rounds["advcore_img_s"]["max"]
     assert first["epoch_s"] == pytest.approx(50_000 / rounds["advcore_img_s"]["median"])
+    # on the CPU advcore's defaults (channels-last) differ from the twin's plain path: both are timed
+    assert {"advcore_img_s", "same_img_s", "handwritten_img_s", "same_ratio", "defaults_speedup"} <= set(rounds)
+    assert rounds["same_img_s"]["min"] <= rounds["same_img_s"]["median"] <= rounds["same_img_s"]["max"]
 
 
 def test_overhead_names_an_unknown_method_in_one_line(capsys):

@@ -24,7 +24,7 @@ def test_the_page_is_the_rendering_of_the_committed_results():
 def test_every_placeholder_is_filled_and_missing_results_say_how_to_make_them(tmp_path):
     text = report.render(tmp_path)  # an empty results folder
     assert "{{" not in text
-    assert text.count("_Not measured yet: run `python benchmarks/report.py`._") == 4
+    assert text.count("_Not measured yet: run `python benchmarks/report.py`._") == 5
     assert "_No GPU numbers yet" in text and "python benchmarks/gpu.py --json benchmarks/results/gpu.json" in text
 
 

@@ -124,3 +124,57 @@ def test_step_records_follow_the_naming_rule():
     run, _ = build_run(tiny_config(["pgd-at"], attack={"steps": 1}), None, plugins=_with(Sloppy()))
     with pytest.raises(PluginError, match=r"step.record\('sloppy/ratio'\): metric names are '<plugin>.<what>'"):
         train_step(run, tiny_batch(run, 4), 0, 0)
+
+
+def test_tensor_records_are_summed_without_a_sync_and_averaged_like_numbers():
+    """step.record takes a one-element tensor (no .item() per step); the epoch metric is the mean
+    over steps, the same as for plain numbers, and a mid-epoch checkpoint's totals are plain floats."""
+    import json
+
+    import torch
+
+    from advcore import hookimpl
+    from advcore.engine.metrics import EpochTotals
+    from advcore.testing import tiny_config
+    from advcore.engine import build_run
+
+    class Counting:
+        @hookimpl
+        def advcore_after_step(self, step):
+            step.record("sloppy.zeros", (step.y == 0).float().mean())  # a tensor
+            step.record("sloppy.size", step.size, "sum")  # a number
+            step.record("sloppy.count", (step.y == 0).sum(), "sum")  # an integer tensor
+
+    run, _ = build_run(tiny_config(["pgd-at"], attack={"steps": 1}), None, plugins=_with(Counting()))
+    totals, resumed = EpochTotals(), None
+    fractions, zeros = [], 0
+    for i in range(4):
+        batch = tiny_batch(run, 8, start=8 * i)
+        step = train_step(run, batch, 0, i)
+        assert isinstance(step.records["sloppy.zeros"][0], torch.Tensor)
+        fractions.append((batch.y == 0).float().mean().item())
+        zeros += int((batch.y == 0).sum())
+        totals.add(step)
+        if i == 1:  # as a checkpoint after batch 2 writes it, and a resumed epoch reads it back
+            resumed = EpochTotals(**json.loads(json.dumps(totals.state())))
+        elif i > 1:
+            resumed.add(step)
+    for got in (totals.metrics(), resumed.metrics()):
+        assert got["sloppy.zeros"] == pytest.approx(sum(fractions) / 4, abs=1e-7)
+        assert got["sloppy.size"] == 32 and got["sloppy.count"] == zeros
+
+
+def test_a_record_of_several_numbers_is_refused_by_name():
+    from advcore import hookimpl
+    from advcore.testing import tiny_config
+    from advcore.engine import build_run
+
+    class Sloppy:
+        @hookimpl
+        def advcore_after_step(self, step):
+            step.record("sloppy.losses", step.y.float())
+
+    run, _ = build_run(tiny_config(["pgd-at"], attack={"steps": 1}), None, plugins=_with(Sloppy()))
+    with pytest.raises(PluginError, match=r"step.record\('sloppy.losses'\): a metric is one number, got a tensor "
+                                          r"of shape \(4,\); reduce it first"):
+        train_step(run, tiny_batch(run, 4), 0, 0)

@@ -199,3 +199,40 @@ def test_training_uses_the_multi_tensor_sgd_and_it_matches_the_default_loop_bit_
         loop.step()
     for (name, a), b in zip(run.model.state_dict().items(), twin.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+HOST_MEMORY_PROBE = """
+import resource, sys, torch
+from advcore.engine import build_run
+from advcore.testing import tiny_config
+build_run(tiny_config(["standard"], speed={"keep_host_memory": sys.argv[1]}), None)
+faults = []
+for _ in range(5):  # 64 MiB: above glibc's largest dynamic mmap threshold (32 MiB)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = torch.ones(16 * 2**20)
+    del block
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sum(faults[1:]))
+"""
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="speed.keep_host_memory acts on glibc")
+@pytest.mark.parametrize("setting, kept", [("auto", True), ("true", True), ("false", False)])
+def test_keep_host_memory_stops_freed_blocks_page_faulting_back(setting, kept):
+    """A 64 MiB tensor freed and made again costs 16,384 page faults each time under glibc's defaults
+    (mmap, munmap); with the option on (auto: training on the CPU) it is served again from the heap."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", HOST_MEMORY_PROBE, setting], capture_output=True, text=True, check=True)
+    faults = int(out.stdout.split()[-1])  # over four allocations after the first
+    pages = 4 * (64 << 20) // 4096
+    assert (faults < pages // 20) if kept else (faults > pages * 0.9), faults
+
+
+def test_keep_host_memory_is_for_cpu_training_only():
+    from advcore.runtime.speed import keep_host_memory
+
+    assert load_config(None, []).speed.keep_host_memory == "auto"
+    assert keep_host_memory("auto", torch.device("cuda")) is False and keep_host_memory(False, torch.device("cpu")) is False
+    assert load_config(None, ["speed.keep_host_memory=false"]).speed.keep_host_memory is False

@@ -219,7 +219,7 @@ class _Session:
         step = train_step(run, tiny_batch(run, size, start=epoch * size), epoch, 0)
         loss = 0.0 if step.loss is None else step.loss.detach().item()
         metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss}
-        metrics.update({k: v for k, (v, _) in step.records.items()})
+        metrics.update({k: float(v) for k, (v, _) in step.records.items()})
         metrics.update(evaluate_run(run))
         metrics["lr"] = run.optimizer.param_groups[0]["lr"]
         run.hooks.on_epoch_end(run, epoch, metrics)

@@ -20,7 +20,7 @@ from ..data.mixing import MixedLoader, training_data
 from ..models.architectures import avx2_weight_gradient_hazard, check_user_model
 from ..kernel.plugins import Hooks, Installed, build_manager, resolve
 from ..kernel.run import Run, Services
-from ..runtime.speed import place_dataset, step_models
+from ..runtime.speed import keep_host_memory, place_dataset, step_models
 from ..kernel.state import SampleState
 from .model_spec import build_model_from_spec, load_model_tensors, model_spec
 from .optim import build_optimizer, build_scheduler
@@ -73,6 +73,7 @@ def build_run(config: RunConfig, out: str | Path | None, *, rank: int = 0, world
     plugins, options = resolve_composition(config, plugins)
     hooks = Hooks(build_manager(plugins))
     device = resolve_device(config.device)
+    keep_host_memory(config.speed.keep_host_memory, device)  # before the data and the model are allocated
     train_set, test_set, info = load_dataset(config.data.dataset, data_dir=config.data.data_dir,
                                              download=config.data.download)
     choose = lambda kind, n: hooks.training_subset(config, options, train_set, kind, n)  # noqa: E731 - a plugin's KIND:N

@@ -113,12 +113,12 @@ def _train(config: RunConfig, out: Path | None, *, resume: bool, rank: int, worl
                     show_values(bar, loss=f"{totals.running_loss():.4f}")
                 if stop.signal is None and batch_no + 1 < len(loader) and saver.due(run):  # checkpoint.every_*
                     totals.seconds = time.perf_counter() - began
-                    write_checkpoint(run, "last", epoch=epoch, batch=batch_no + 1, partial=dict(totals.__dict__))
+                    write_checkpoint(run, "last", epoch=epoch, batch=batch_no + 1, partial=totals.state())
                 if world_size > 1 and distributed.any_rank(stop.signal is not None, run.device) and stop.signal is None:
                     stop.signal = "a signal to another rank"  # every rank stops after the same step
                 if stop.signal is not None:
                     totals.seconds = time.perf_counter() - began
-                    write_checkpoint(run, "last", epoch=epoch, batch=batch_no + 1, partial=totals.__dict__)
+                    write_checkpoint(run, "last", epoch=epoch, batch=batch_no + 1, partial=totals.state())
                     distributed.wait_for_all()
                     raise _interrupted(stop.signal, epoch, batch_no, out)
             start_batch = 0

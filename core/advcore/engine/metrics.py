@@ -25,7 +25,7 @@ class EpochTotals:
         if step.loss_value is not None:
             self.loss_sum += step.loss_value * step.size
         self.count += step.size
-        for name, (value, how) in step.records.items():
+        for name, (value, how) in step.records.items():  # tensors stay where they are: no host sync per step
             total, k, _ = self.records.get(name, (0.0, 0, how))
             self.records[name] = (total + value, k + 1, how)
 
@@ -36,8 +36,13 @@ class EpochTotals:
     def metrics(self) -> dict[str, float]:
         out = {"train_loss": self.running_loss()}
         for name, (total, k, how) in self.records.items():
-            out[name] = total if how == "sum" else total / k
+            out[name] = float(total) if how == "sum" else float(total) / k
         return out
+
+    def state(self) -> dict[str, Any]:
+        """The totals as plain numbers, for a mid-epoch checkpoint (``EpochTotals(**state)`` restores them)."""
+        records = {name: (float(total), k, how) for name, (total, k, how) in self.records.items()}
+        return {**self.__dict__, "records": records}
 
 
 def _quiet(*args: Any, **kwargs: Any) -> None:

@@ -21,6 +21,7 @@ from ..errors import CheckpointError, ConfigError
 from .eval_attacks import Attack, attack_flags, parse_attacks
 from ..models.files import STATE_DICT_SUFFIXES, model_from_state_dict, read_state_dict
 from ..engine import info_stats, load_model, resolve_device
+from ..runtime.speed import keep_host_memory
 
 __all__ = ["EvalTarget", "load_model", "load_target", "run_checkpoint", "evaluate_model", "eval_data", "run_attacks", "evaluate_checkpoint",
            "markdown_table", "format_result", "read_result", "source_label"]
@@ -162,6 +163,7 @@ def evaluate_checkpoint(path: str | Path | None, *, attacks: Iterable[str], n: i
     """Everything ``advcore eval`` prints, as one dict; ``norm=None`` is the run's threat model (else Linf)."""
     loading = dict(device=device, arch=arch, dataset=dataset, data_dir=data_dir, width=width, normalize=normalize)
     target = load_target(path, ema=ema, checkpoint=checkpoint, model=model, model_kwargs=model_kwargs, **loading)
+    keep_host_memory("auto", next(target.model.parameters(), torch.empty(0)).device)  # attacks allocate as training steps do
     x, y, info = eval_data(target.dataset, target.data_dir, n, target.seed)
     state_dir = Path(out) if out else (target.run_dir / "eval" if target.run_dir else None)
     surrogate_model = load_target(surrogate, **loading).model if (checks and surrogate) else None

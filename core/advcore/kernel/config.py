@@ -213,6 +213,11 @@ class SpeedConfig(_Section):
     channels_last: BoolOrAuto = Field(
         "auto", description="channels-last memory format for the model and its inputs; auto = on the CPU, where it "
                             "was measured 1.3-1.5x faster (docs/performance.md), off on CUDA until measured there")
+    keep_host_memory: BoolOrAuto = Field(
+        "auto", description="keep freed host memory in the process (glibc's allocator stops returning it to the OS "
+                            "and serves large tensors from its heap) instead of page-faulting it back every step; "
+                            "auto = when training on the CPU, where it was measured 1.1-1.2x faster "
+                            "(docs/performance.md); it stays set for the rest of the process")
     autocast: Literal["off", "bf16"] = Field("off", description="bf16 autocast of attack and training forwards "
                                                                 "(logits and losses stay float32)")
     compile: bool = Field(False, description="torch.compile the model used by attack and training passes")

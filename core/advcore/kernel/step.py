@@ -177,17 +177,26 @@ class Step:
         """Shorthand for ``LossTerm(...)``; return the terms from ``advcore_loss_terms``."""
         return LossTerm(name, values, weight, mask)
 
-    def record(self, name: str, value: float, reduce: Literal["mean", "sum"] = "mean") -> None:
+    def record(self, name: str, value: float | torch.Tensor, reduce: Literal["mean", "sum"] = "mean") -> None:
         """Add a per-step number to the epoch metrics (averaged or summed over steps).
 
-        ``name`` follows the naming rule, "<plugin>.<what>" (e.g. "awp.proxy_loss").
+        ``name`` follows the naming rule, "<plugin>.<what>" (e.g. "awp.proxy_loss"). ``value``
+        may be a one-element tensor: pass it without ``.item()``, so that it is summed where it
+        lives and read once at the epoch's end, not synchronised with the host every step.
         """
-        if name.partition(".")[0] not in self.run.plugin_names:
-            from ..errors import PluginError
+        from ..errors import PluginError
 
+        if name.partition(".")[0] not in self.run.plugin_names:
             raise PluginError(f"step.record({name!r}): metric names are '<plugin>.<what>' after an enabled plugin "
                               f"(enabled: {', '.join(self.run.plugin_names)})")
-        self.records[name] = (float(value), reduce)
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                raise PluginError(f"step.record({name!r}): a metric is one number, got a tensor of shape "
+                                  f"{tuple(value.shape)}; reduce it first (.mean() or .sum())")
+            wide = torch.float32 if value.device.type == "mps" else torch.float64  # summed as floats were
+            self.records[name] = (value.detach().reshape(()).to(wide), reduce)
+        else:
+            self.records[name] = (float(value), reduce)
 
     def keep_input_gradient(self, name: str) -> None:
         """Ask for the gradient of the update's loss with respect to ``examples[name]``.

@@ -39,23 +39,28 @@ class Options(PluginOptions):
     kl: float = Field(0.0, ge=0, description="weight lambda of KL(p(clean) || p(adv)) (Sec. 6.2 fine-tuning: 6)")
 
 
-def update_targets(state, index: torch.Tensor, y: torch.Tensor, probs: torch.Tensor, rho: float) -> torch.Tensor:
+def update_targets(state, index: torch.Tensor, y: torch.Tensor, probs: torch.Tensor, rho: float,
+                   distinct: bool = False) -> torch.Tensor:
     """Move each sample's stored target towards ``probs``; returns the new target per row.
 
-    Rows sharing an index (several views of one sample) are averaged into one update.
+    Rows sharing an index (several views of one sample) are averaged into one update;
+    ``distinct=True`` says no index repeats (one view, one process), which skips that grouping.
     """
     k = probs.shape[1]
     targets = state.tensor(TARGET, (k,))
     started = state.tensor(STARTED, (), torch.bool, False)
-    uniq, inv = torch.unique(index, return_inverse=True)
-    mean = torch.zeros(uniq.numel(), k, device=probs.device).index_add_(0, inv, probs.float())
-    mean /= torch.bincount(inv, minlength=uniq.numel()).clamp_min(1)[:, None].to(mean.dtype)
-    labels = torch.empty_like(uniq).scatter_(0, inv, y)
+    if distinct:
+        uniq, inv, mean, labels = index, None, probs.float(), y
+    else:
+        uniq, inv = torch.unique(index, return_inverse=True)
+        mean = torch.zeros(uniq.numel(), k, device=probs.device).index_add_(0, inv, probs.float())
+        mean /= torch.bincount(inv, minlength=uniq.numel()).clamp_min(1)[:, None].to(mean.dtype)
+        labels = torch.empty_like(uniq).scatter_(0, inv, y)
     old = torch.where(started[uniq][:, None], targets[uniq], F.one_hot(labels, k).to(targets.dtype))
     new = rho * old + (1 - rho) * mean.to(targets.dtype)
     targets[uniq] = new
     started[uniq] = True
-    return new[inv]
+    return new if inv is None else new[inv]
 
 
 @hookimpl
@@ -78,14 +83,15 @@ def advcore_adapt_targets(run, step):
                                                               else "clean")
         with model_mode(step.model, "train"):  # the forward the loss reuses (step.logits caches it)
             probs = F.softmax(step.logits(name).detach().float(), dim=1)
-        t = update_targets(run.state, step.index, step.y, probs, o.rho)
+        distinct = step.num_views == 1 and run.world_size == 1  # a batch draws each index once
+        t = update_targets(run.state, step.index, step.y, probs, o.rho, distinct)
     else:
         t = run.state[TARGET][step.index]
     for example in ("adv", "clean"):
         base = step.targets.get(example, step.y)
         hard = F.one_hot(base, k).to(t.dtype) if base.dim() == 1 else base
         step.targets[example] = o.beta * hard + (1 - o.beta) * t
-    step.record(f"{NAME}.target_true_prob", t.gather(1, step.y[:, None]).mean().item())
+    step.record(f"{NAME}.target_true_prob", t.gather(1, step.y[:, None]).mean())
 
 
 @hookimpl

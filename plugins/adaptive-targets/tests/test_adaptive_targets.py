@@ -42,6 +42,20 @@ def test_update_on_fixed_tensors_starts_from_one_hot_then_averages():
     assert torch.allclose(state[TARGET][4], t4)
 
 
+def test_distinct_indices_skip_the_grouping_with_the_same_numbers():
+    """One view in one process draws each index once per batch: the shortcut must change nothing."""
+    g = torch.Generator().manual_seed(3)
+    index = torch.randperm(50, generator=g)[:16]
+    y = torch.randint(0, 10, (16,), generator=g)
+    grouped, direct = SampleState(50), SampleState(50)
+    for visit in range(3):  # a first visit (one-hot start), then two moving-average steps
+        p = torch.softmax(torch.randn(16, 10, generator=g), 1)
+        a = update_targets(grouped, index, y, p, rho=0.9)
+        b = update_targets(direct, index, y, p, rho=0.9, distinct=True)
+        assert torch.equal(a, b), visit
+    assert torch.equal(grouped[TARGET], direct[TARGET]) and torch.equal(grouped[STARTED], direct[STARTED])
+
+
 def spread_run(plugins, options=None, **overrides):
     torch.manual_seed(0)
     run = tiny_run(plugins, options, optim=FROZEN, **overrides)

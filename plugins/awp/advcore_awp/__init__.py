@@ -50,7 +50,7 @@ def weight_perturbation(run, step) -> dict[str, torch.Tensor]:
     grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
     if run.world_size > 1:  # every rank must move the weights alike: the global batch's gradient
         grads = averaged_over_ranks(run, grads)
-    step.record("awp.proxy_loss", loss.item())
+    step.record("awp.proxy_loss", loss.detach())
     return {name: (w.detach().norm() / (g.norm() + 1e-20)) * g for name, w, g in zip(names, params, grads)}
 
 

@@ -105,7 +105,7 @@ def advcore_adapt_targets(run, step):
     with torch.no_grad():
         label = std(step.examples["adv"].detach()).argmax(dim=1)  # queried at x + r, not at the helper
     step.targets["helper"] = label
-    step.record("hat.helper_label_is_y", (label == step.y).float().mean().item())
+    step.record("hat.helper_label_is_y", (label == step.y).float().mean())
 
 
 @hookimpl

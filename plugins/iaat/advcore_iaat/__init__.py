@@ -85,8 +85,8 @@ def advcore_select_samples(run, step):
     step.eps = train_eps
     step.step_size = attack_step_size(train_eps, o.step_ratio, run.step_size)
     step.groups["iaat_correct"] = correct
-    step.record("iaat.clean_correct", correct.float().mean().item())
-    step.record("iaat.train_eps", train_eps.mean().item())
+    step.record("iaat.clean_correct", correct.float().mean())
+    step.record("iaat.train_eps", train_eps.mean())
 
 
 def _warmup(run, o, correct):
@@ -107,8 +107,8 @@ def _search(run, step, o, correct, prev):
     if o.misclassified == "code":
         picked = picked * correct
     new = smooth_radius(prev, picked.clamp_min(0.0), o.beta).clamp_min(o.lower_bound)
-    step.record("iaat.up", ok_high.float().mean().item())
-    step.record("iaat.down", (~ok_high & ~ok_current).float().mean().item())
+    step.record("iaat.up", ok_high.float().mean())
+    step.record("iaat.down", (~ok_high & ~ok_current).float().mean())
     train_eps = new if o.misclassified == "code" else new * correct
     return train_eps, new
 

@@ -110,7 +110,7 @@ def advcore_derive_examples(run, step):
     for group in GROUPS:
         mask = getattr(split, group)
         step.groups[f"{NAME}.{group}"] = mask
-        step.record(f"{NAME}.{group}", mask.sum().item(), "sum")
+        step.record(f"{NAME}.{group}", mask.sum(), "sum")
 
     train_on = {"boundary": (split.boundary, x_reduced)}
     if opts.misclassified == "clean":

@@ -65,5 +65,5 @@ def advcore_sample_weights(run, step):
         return None
     name = "clean" if "nat" in o.mode or "adv" not in step.examples else "adv"
     w = mode_weights(step.logits(name), step.y, o.mode)
-    step.record(f"{NAME}.effective_fraction", (1.0 / (w.numel() * (w * w).sum())).item())  # 1 = uniform
+    step.record(f"{NAME}.effective_fraction", 1.0 / (w.numel() * (w * w).sum()))  # 1 = uniform
     return w
