@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from handwritten import LOOPS, Context  # noqa: E402
 
 from advcore.kernel.plugins import installed_plugins  # noqa: E402
-from advcore.runtime.speed import Forward, channels_last_on  # noqa: E402
+from advcore.runtime.speed import Forward, cpu_default_on  # noqa: E402
 from advcore.testing import tiny_config  # noqa: E402
 from advcore.engine import build_run, train_step, write_checkpoint  # noqa: E402
 
@@ -242,7 +242,7 @@ def bench(method: str, option: str | None, args, std: str | None) -> dict:
         torch.cuda.empty_cache()
     run, loader = build(method, option, args, std)
     contenders = {"advcore": (run, loader)}
-    if option is None and channels_last_on("auto", run.device):  # the defaults differ from the plain path
+    if option is None and cpu_default_on("auto", run.device):  # the defaults differ from the plain path
         contenders = {"advcore": build(method, None, args, std, defaults=True), "same": (run, loader)}
     epoch = training_epoch(run)
     images = run.train_set.images  # where advcore placed it (data.on_device): both loops gather from there

@@ -56,11 +56,11 @@ def test_option_keeps_the_math(eager, speed, rtol):
 def test_channels_last_auto_is_on_for_the_cpu_only():
     """The default: on where benchmarks/overhead.py measured it faster (the CPU), off on CUDA until measured."""
     from advcore.kernel.config import load_config
-    from advcore.runtime.speed import channels_last_on
+    from advcore.runtime.speed import cpu_default_on
 
     assert load_config(None, []).speed.channels_last == "auto"
-    assert channels_last_on("auto", torch.device("cpu")) and not channels_last_on("auto", torch.device("cuda"))
-    assert channels_last_on(True, torch.device("cuda")) and not channels_last_on(False, torch.device("cpu"))
+    assert cpu_default_on("auto", torch.device("cpu")) and not cpu_default_on("auto", torch.device("cuda"))
+    assert cpu_default_on(True, torch.device("cuda")) and not cpu_default_on(False, torch.device("cpu"))
     assert load_config(None, ["speed.channels_last=false"]).speed.channels_last is False
     run = tiny_run(["pgd-at"])  # the default on the CPU: the model's convolutions are channels-last
     assert run.model.body[2].weight.is_contiguous(memory_format=torch.channels_last)

@@ -427,18 +427,28 @@ class Loader:
             order = order[torch.randperm(order.numel(), generator=gen)]
         g = self.batch_size * self.world_size
         for batch_no in range(start_batch, len(self)):
-            chunk = order[batch_no * g:(batch_no + 1) * g]
-            bounds = [len(part) for part in torch.tensor_split(torch.arange(chunk.numel()), self.world_size)]
-            lo = sum(bounds[:self.rank])
-            sel = slice(lo, lo + bounds[self.rank])
-            yield self._make(chunk, sel, torch.Generator().manual_seed(_batch_seed(self.seed, epoch, batch_no)))
+            yield self._make(order[batch_no * g:(batch_no + 1) * g], epoch, batch_no)
 
-    def _make(self, chunk: torch.Tensor, sel: slice, gen: torch.Generator) -> Batch:
-        index = chunk[sel]
-        images = self.dataset.images
-        raw = images[index.to(images.device)].to(self.device, non_blocking=True)
+    def _rank_share(self, n: int) -> slice:
+        """This rank's contiguous part of a global batch of ``n`` (``torch.tensor_split``'s cut:
+        the first ``n % world_size`` parts one longer), computed without a tensor op."""
+        q, r = divmod(n, self.world_size)
+        lo = self.rank * q + min(self.rank, r)
+        return slice(lo, lo + q + (self.rank < r))
+
+    def _make(self, chunk: torch.Tensor, epoch: int, batch_no: int) -> Batch:
+        """The batch of ``chunk`` (a global batch's indices); a step pays for each tensor op made
+        here, so a single process without augmentation takes the fewest."""
+        sel = self._rank_share(chunk.numel())
+        index = chunk if self.world_size == 1 else chunk[sel]
+        images, labels = self.dataset.images, self.dataset.labels
+        raw = images[index if images.device == index.device else index.to(images.device)]
+        raw = raw if raw.device == self.device else raw.to(self.device, non_blocking=True)
         x = raw.float().div_(255) if raw.dtype == torch.uint8 else raw.float()  # user data may be float in [0, 1]
-        y = self.dataset.labels[index.to(self.dataset.labels.device)].to(self.device, non_blocking=True)
+        y = labels[index if labels.device == index.device else index.to(labels.device)]
+        y = y if y.device == self.device else y.to(self.device, non_blocking=True)
+        index = index if index.device == self.device else index.to(self.device)
+        gen = None if self.augment is None else torch.Generator().manual_seed(_batch_seed(self.seed, epoch, batch_no))
         out = []
         for _ in range(self.views):  # params drawn for the whole global batch: identical across world sizes
             crop = flip = None
@@ -447,7 +457,7 @@ class Loader:
                 crop = None if crop is None else crop[sel].to(self.device)
                 flip = None if flip is None else flip[sel].to(self.device)
             xv = self.augment.apply(x, crop, flip) if self.augment is not None else x
-            out.append(Batch(xv, y, index.to(self.device), crop, flip))
+            out.append(Batch(xv, y, index, crop, flip))
         out[0].views = out[1:]
         return out[0]
 

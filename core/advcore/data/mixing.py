@@ -129,8 +129,6 @@ class MixedLoader(Loader):
         return torch.cat(parts)[:need]
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
-        from .datasets import _batch_seed
-
         a, b = self._shares()
         n = len(self)
         train, extra = self._stream(self.indices, n * a, epoch, 0), self._stream(self.extra_indices, n * b, epoch, 1)
@@ -140,11 +138,7 @@ class MixedLoader(Loader):
         order = torch.argsort(key, stable=True)
         for batch_no in range(start_batch, n):
             chunk = torch.cat([train[batch_no * a:(batch_no + 1) * a], extra[batch_no * b:(batch_no + 1) * b]])
-            chunk = chunk[order]
-            bounds = [len(part) for part in torch.tensor_split(torch.arange(chunk.numel()), self.world_size)]
-            lo = sum(bounds[:self.rank])
-            sel = slice(lo, lo + bounds[self.rank])
-            yield self._make(chunk, sel, torch.Generator().manual_seed(_batch_seed(self.seed, epoch, batch_no)))
+            yield self._make(chunk[order], epoch, batch_no)
 
 
 def training_data(config, train_set: Dataset, info: DatasetInfo, choose=None

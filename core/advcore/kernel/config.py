@@ -216,7 +216,7 @@ class SpeedConfig(_Section):
     keep_host_memory: BoolOrAuto = Field(
         "auto", description="keep freed host memory in the process (glibc's allocator stops returning it to the OS "
                             "and serves large tensors from its heap) instead of page-faulting it back every step; "
-                            "auto = when training on the CPU, where it was measured 1.1-1.2x faster "
+                            "auto = when training on the CPU, where it was measured 1.1-1.4x faster "
                             "(docs/performance.md); it stays set for the rest of the process")
     autocast: Literal["off", "bf16"] = Field("off", description="bf16 autocast of attack and training forwards "
                                                                 "(logits and losses stay float32)")

@@ -27,9 +27,10 @@ def reduce_terms(terms: list[LossTerm], weights: torch.Tensor | dict | None, wor
     if isinstance(weights, dict) and all(v is None for v in weights.values()):
         weights = None
     if world_size == 1 and weights is None and all(t.mask is None for t in terms):  # plain means
-        total = terms[0].weight * terms[0].values.mean()
-        for term in terms[1:]:
-            total = total + term.weight * term.values.mean()
+        means = [t.values.mean() if t.weight == 1.0 else t.weight * t.values.mean() for t in terms]
+        total = means[0]  # a weight of 1 costs no multiplication (one op and one graph node less a step)
+        for mean in means[1:]:
+            total = total + mean
         return total
     ws = []
     for term in terms:

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from ..data.datasets import Dataset
 
-__all__ = ["Forward", "Models", "build_models", "channels_last_on", "step_models", "wants_device", "place_dataset", "keep_host_memory", "ON_DEVICE_LIMIT"]
+__all__ = ["Forward", "Models", "build_models", "cpu_default_on", "step_models", "wants_device", "place_dataset", "keep_host_memory", "ON_DEVICE_LIMIT"]
 
 ON_DEVICE_LIMIT = 2 << 30
 """data.on_device=auto moves a training set of at most this many bytes to a CUDA device."""
@@ -75,10 +75,11 @@ def step_models(run) -> Models:
     return models
 
 
-def channels_last_on(setting: bool | str, device: torch.device) -> bool:
-    """``speed.channels_last``: true/false as given; auto = on the CPU only, the one device where
-    benchmarks/overhead.py measured it (1.3-1.5x for pgd-at, trades, hat, fast-atta; same numbers
-    to rtol 1e-5). CUDA stays off until benchmarks/gpu.py has measured it there."""
+def cpu_default_on(setting: bool | str, device: torch.device) -> bool:
+    """A speed switch (``speed.channels_last``, ``fused_optimizer``, ``keep_host_memory``):
+    true/false as given; auto = on the CPU only, the one device where benchmarks/overhead.py
+    measured them winning (docs/performance.md). CUDA stays off until benchmarks/gpu.py has
+    measured them there."""
     return setting is True or (setting == "auto" and torch.device(device).type == "cpu")
 
 
@@ -95,7 +96,7 @@ def keep_host_memory(setting: bool | str, device: torch.device) -> bool:
     to 1 GiB and never trimming keeps that memory in the process (RSS stays at its peak, as with
     a caching allocator). auto = only when training on the CPU; no effect off glibc.
     """
-    if not (setting is True or (setting == "auto" and torch.device(device).type == "cpu")):
+    if not cpu_default_on(setting, device):
         return False
     if not _kept:
         try:
@@ -117,7 +118,7 @@ def build_models(run) -> Models:
     """
     speed = run.config.speed
     model = run.model
-    channels_last = channels_last_on(speed.channels_last, run.device)
+    channels_last = cpu_default_on(speed.channels_last, run.device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     attack: nn.Module = model
