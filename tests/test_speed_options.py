@@ -207,12 +207,12 @@ from advcore.engine import build_run
 from advcore.testing import tiny_config
 build_run(tiny_config(["standard"], speed={"keep_host_memory": sys.argv[1]}), None)
 faults = []
-for _ in range(5):  # 64 MiB: above glibc's largest dynamic mmap threshold (32 MiB)
+for _ in range(9):  # 64 MiB: above glibc's largest dynamic mmap threshold (32 MiB)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     block = torch.ones(16 * 2**20)
     del block
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(sum(faults[1:]))
+print(sorted(faults[1:])[4])  # the median of the allocations after the first
 """
 
 
@@ -220,13 +220,14 @@ print(sum(faults[1:]))
 @pytest.mark.parametrize("setting, kept", [("auto", True), ("true", True), ("false", False)])
 def test_keep_host_memory_stops_freed_blocks_page_faulting_back(setting, kept):
     """A 64 MiB tensor freed and made again costs 16,384 page faults each time under glibc's defaults
-    (mmap, munmap); with the option on (auto: training on the CPU) it is served again from the heap."""
+    (mmap, munmap); with the option on (auto: training on the CPU) it is served again from the heap
+    (the median over eight: a small allocation landing in the freed block can make one grow the heap)."""
     import subprocess
     import sys
 
     out = subprocess.run([sys.executable, "-c", HOST_MEMORY_PROBE, setting], capture_output=True, text=True, check=True)
-    faults = int(out.stdout.split()[-1])  # over four allocations after the first
-    pages = 4 * (64 << 20) // 4096
+    faults = int(out.stdout.split()[-1])  # the median allocation after the first
+    pages = (64 << 20) // 4096
     assert (faults < pages // 20) if kept else (faults > pages * 0.9), faults
 
 

@@ -212,7 +212,8 @@ class SpeedConfig(_Section):
 
     channels_last: BoolOrAuto = Field(
         "auto", description="channels-last memory format for the model and its inputs; auto = on the CPU, where it "
-                            "was measured 1.3-1.5x faster (docs/performance.md), off on CUDA until measured there")
+                            "was measured 1.2-1.5x faster for the methods with an attack (docs/performance.md), off "
+                            "on CUDA until measured there")
     keep_host_memory: BoolOrAuto = Field(
         "auto", description="keep freed host memory in the process (glibc's allocator stops returning it to the OS "
                             "and serves large tensors from its heap) instead of page-faulting it back every step; "
