@@ -206,6 +206,12 @@ def interleaved(steps: dict, batches: int, images: int, device: torch.device, fr
     return {key: images / max(seconds, 1e-9) for key, seconds in spent.items()}
 
 
+def twin_batch(images, labels, index, device):
+    """A hand-written loop's batch: gathered from where advcore placed the data, converted like a script."""
+    x = images[index.to(images.device)].to(device, non_blocking=True).float().div_(255)
+    return x, labels[index.to(labels.device)].to(device, non_blocking=True), index.to(device)
+
+
 def noise_floor(method: str, args) -> dict:
     """Two copies of the same hand-written loop timed like a method row: how far apart this
     machine puts two identical loops (the ratio's median and min-max over the rounds)."""
@@ -216,11 +222,7 @@ def noise_floor(method: str, args) -> dict:
     count = sum(b.y.numel() for b in batches)
 
     def step(who: str):
-        def one(i: int, _) -> None:
-            index = batches[i].index.to(images.device)
-            copies[who](images[index].to(run.device).float().div_(255), labels[index.to(labels.device)].to(run.device),
-                        index.to(run.device))
-        return one
+        return lambda i, _: copies[who](*twin_batch(images, labels, batches[i].index, run.device))
 
     steps = {who: step(who) for who in copies}
     for who in copies:
@@ -258,9 +260,7 @@ def bench(method: str, option: str | None, args, std: str | None) -> dict:
     def hand_step(i: int, _) -> None:
         if i == 0:  # an epoch's shuffle, as advcore's loader draws when its first batch is taken
             torch.randperm(len(run.train_set), generator=torch.Generator().manual_seed(i))
-        index = indices[i]
-        x = images[index.to(images.device)].to(run.device, non_blocking=True).float().div_(255)
-        hand(x, labels[index.to(labels.device)], index.to(run.device))
+        hand(*twin_batch(images, labels, indices[i], run.device))
 
     steps = {**{who: advcore_step(who) for who in contenders}, "handwritten": hand_step}
     one_round = lambda: interleaved(steps, len(indices), count, run.device,  # noqa: E731

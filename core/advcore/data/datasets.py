@@ -442,12 +442,10 @@ class Loader:
         sel = self._rank_share(chunk.numel())
         index = chunk if self.world_size == 1 else chunk[sel]
         images, labels = self.dataset.images, self.dataset.labels
-        raw = images[index if images.device == index.device else index.to(images.device)]
-        raw = raw if raw.device == self.device else raw.to(self.device, non_blocking=True)
+        raw = images[index.to(images.device)].to(self.device, non_blocking=True)
         x = raw.float().div_(255) if raw.dtype == torch.uint8 else raw.float()  # user data may be float in [0, 1]
-        y = labels[index if labels.device == index.device else index.to(labels.device)]
-        y = y if y.device == self.device else y.to(self.device, non_blocking=True)
-        index = index if index.device == self.device else index.to(self.device)
+        y = labels[index.to(labels.device)].to(self.device, non_blocking=True)
+        index = index.to(self.device)  # once for every view
         gen = None if self.augment is None else torch.Generator().manual_seed(_batch_seed(self.seed, epoch, batch_no))
         out = []
         for _ in range(self.views):  # params drawn for the whole global batch: identical across world sizes

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 import torch
 import torch.nn.functional as F
 
+from ..errors import PluginError
+
 if TYPE_CHECKING:  # pragma: no cover
     from .run import Run
 
@@ -184,8 +186,6 @@ class Step:
         may be a one-element tensor: pass it without ``.item()``, so that it is summed where it
         lives and read once at the epoch's end, not synchronised with the host every step.
         """
-        from ..errors import PluginError
-
         if name.partition(".")[0] not in self.run.plugin_names:
             raise PluginError(f"step.record({name!r}): metric names are '<plugin>.<what>' after an enabled plugin "
                               f"(enabled: {', '.join(self.run.plugin_names)})")

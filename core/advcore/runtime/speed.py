@@ -76,7 +76,7 @@ def step_models(run) -> Models:
 
 
 def cpu_default_on(setting: bool | str, device: torch.device) -> bool:
-    """A speed switch (``speed.channels_last``, ``fused_optimizer``, ``keep_host_memory``):
+    """A speed switch (``speed.channels_last``, ``speed.keep_host_memory``):
     true/false as given; auto = on the CPU only, the one device where benchmarks/overhead.py
     measured them winning (docs/performance.md). CUDA stays off until benchmarks/gpu.py has
     measured them there."""
