@@ -233,6 +233,11 @@ def render_overhead(r: dict | None) -> str:
     lines += ["", f"Medians of `ratio`: {min(ratios):.3f} to {max(ratios):.3f} over {len(ratios)} methods"
               + (f"; of `same-path ratio`: {min(sames):.3f} to {max(sames):.3f}, {sum(x >= 1 for x in sames)} "
                  f"of {len(sames)} at or above 1." if sames else ".")]
+    below = [m for m in r["methods"] if m[clock]["ratio"]["median"] < 1]
+    lines.append("Rows with `ratio` below 1: " + (", ".join(
+        f"{m['method']} {spread(m[clock]['ratio'])}" + (", its whole bracket below 1" if m[clock]["ratio"]["max"] < 1
+                                                        else ", its bracket reaching 1")
+        for m in below) if below else "none") + ".")
     for n in r.get("noise", []):
         lines.append(f"Noise floor, two copies of the hand-written {n['method']} loop timed the same way: "
                      f"ratio {spread(n[clock]['ratio'])}.")

@@ -10,7 +10,7 @@ from .model_spec import model_spec, info_stats, build_model_from_spec, load_mode
 from .optim import build_optimizer, build_scheduler, lr_at, lr_schedule
 from .build import (resolve_device, seed_everything, epoch_seed, resolve_composition, build_run, engine_services,
                     isolated_rng, load_model)
-from .step import _stack_views, train_step
+from .step import train_step
 from .epoch_eval import evaluate, evaluate_run, epoch_eval_sizes, evaluate_epoch, selection_score
 from .checkpoints import (checkpoint_tensors, write_checkpoint, restore_checkpoint, _rescale_progress, InEpochSaver,
                           _restore_latest)

@@ -301,8 +301,11 @@ class Hooks:
         self._named_state = 0
 
     def _call(self, name: str, **kwargs: Any) -> Any:
+        caller = getattr(self.pm.hook, name)
+        if not caller.get_hookimpls():  # pluggy's answer to a hook nobody implements, without its call
+            return None if caller.spec.opts.get("firstresult") else []  # (~4 us each, eight a step)
         try:
-            return getattr(self.pm.hook, name)(**kwargs)
+            return caller(**kwargs)
         except AdvcoreError:  # a plugin's own one-line message for the user: shown as it is
             raise
         except Exception as exc:

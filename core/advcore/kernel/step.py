@@ -100,7 +100,9 @@ class Step:
     batch: int
     """Batch number within the epoch, 0-based."""
     eps: torch.Tensor
-    """Per-sample budget [B] in the run's norm; selection plugins may change it."""
+    """Per-sample budget [B] in the run's norm; selection plugins may replace it or change it in
+    place. Unchanged, it is one tensor reused from step to step (as are ``step_size`` and
+    ``view``): copy it (``.clone()``) before keeping it past the step."""
     step_size: torch.Tensor
     """Per-sample attack step size [B]."""
     steps: int
