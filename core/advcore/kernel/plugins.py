@@ -208,7 +208,7 @@ def resolve(requested: Iterable[str], available: dict[str, Installed] | None = N
 def _unfilled(role: str, available: dict[str, Installed]) -> str:
     could = [p.name for p in available.values() if p.error is None and role in p.info.roles]
     hint = f"add one of: {', '.join('--plugin ' + n for n in could)}" if could else \
-        f"no installed plugin claims it; install one that does"
+        "no installed plugin claims it; install one that does"
     return f"no plugin fills the {role} role; {hint}"
 
 
