@@ -24,7 +24,9 @@ def _constant(run: Run, role: str, n: int, value: float | int, like: torch.Tenso
     step cost ~50 us of a CPU step here. A plugin may still change them in place: the tensor's
     version counter then moved, and the next step gets a fresh one.
     """
-    cache = run.stash.setdefault(CONSTANTS_KEY, {})
+    cache = run.stash.get(CONSTANTS_KEY)
+    if cache is None:  # not setdefault: its {} would be built on every call, three a step
+        cache = run.stash[CONSTANTS_KEY] = {}
     key = (role, n, value, like.device)  # one tensor per role: eps and step_size may be equal
     t = cache.get(key)
     if t is None or t._version != 0:
