@@ -1,8 +1,8 @@
 """advcore vs a same-math hand-written loop, in one process, on the same data and model.
 
     python benchmarks/overhead.py [--methods pgd-at,trades,...] [--options channels_last,bf16,compile,on_device]
-        [--dataset digits] [--arch small-cnn] [--batch-size 128] [--batches 8] [--steps 10]
-        [--repeats 5] [--device cpu|cuda] [--keep-host-memory auto|false] [--noise pgd-at,...]
+        [--dataset digits] [--arch small-cnn] [--batch-size 128] [--batches 6] [--steps 10]
+        [--repeats 7] [--device cpu|cuda] [--keep-host-memory auto|false] [--noise pgd-at,...]
         [--quick] [--json FILE]
 
 Prints one line per method: ``METHOD advcore_img_s=X handwritten_img_s=Y ratio=Z [MIN-MAX]
@@ -27,9 +27,10 @@ All loops start from the same weights, take the same batches from advcore's load
 (gathering and conversion included in the timing) and use the same optimizer; the
 hand-written steps (benchmarks/handwritten/, one file per method family) implement each
 plugin's default options, and all are stepped at ``training_epoch`` (after every enabled
-plugin's warm-up). They alternate batch by batch, each batch in another order (ABBA for
-two, the six orders in turn for three; each step timed on its own, after a synchronize on
-CUDA). On the CPU the default clock is the process's CPU time (one thread by default),
+plugin's warm-up). They alternate batch by batch, each batch in the next rotation of their
+order (ABBA for two; ABC, BCA, CAB for three, so each loop takes each place equally often
+when ``--batches`` is a multiple of their number and none runs twice in a row on a cache it
+warmed itself; each step timed on its own, after a synchronize on CUDA). On the CPU the default clock is the process's CPU time (one thread by default),
 which a shared, busy machine disturbs far less than wall time; on CUDA it is wall time after
 a synchronize. ``speed.keep_host_memory`` is process-wide, so the hand-written loop shares
 it; ``--keep-host-memory false`` times a process without it. ``--dataset synthetic-cifar``
@@ -41,7 +42,6 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import itertools
 import json
 import shlex
 import sys
@@ -189,10 +189,15 @@ def sync(device: torch.device) -> None:
 
 
 def interleaved(steps: dict, batches: int, images: int, device: torch.device, fresh=dict) -> dict:
-    """One round: every loop over the same ``batches``, interleaved batch by batch in turning order
-    (ABBA for two; all six orders in turn for three), so a change in the machine's load hits them
-    alike; ``{(name, clock): images/s}``. ``fresh()`` gives what the steps read their batches from."""
-    orders = list(itertools.permutations(steps))
+    """One round: every loop over the same ``batches``, interleaved batch by batch in turning order,
+    so a change in the machine's load hits them alike; ``{(name, clock): images/s}``. ``fresh()``
+    gives what the steps read their batches from.
+
+    The orders are the rotations of the loops' list (ABBA for two; ABC, BCA, CAB for three):
+    each loop takes each place once per cycle, and with three no loop follows itself (with all
+    six permutations two of the loops did, once per cycle, on caches they had just warmed)."""
+    names = list(steps)
+    orders = [names[k:] + names[:k] for k in range(len(names))]
     spent = {(who, c): 0.0 for who in steps for c in ("cpu", "wall")}
     source = fresh()
     for i in range(batches):
@@ -312,9 +317,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--arch", default="small-cnn")
     parser.add_argument("--width", type=int, default=32, help="small-cnn width")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--batches", type=int, default=8, help="batches per timing")
+    parser.add_argument("--batches", type=int, default=6, help="batches per round (a multiple of 2 and 3 keeps "
+                                                                "every loop's places balanced)")
     parser.add_argument("--steps", type=int, default=10, help="attack steps K")
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds (median and min-max reported)")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds (median and min-max reported)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--clock", choices=("cpu", "wall"), default=None,

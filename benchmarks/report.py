@@ -85,8 +85,8 @@ def part_overhead(args) -> dict:
         runs = [["--quick", "--methods", "pgd-at,fast-atta", "--options", ""],
                 ["--quick", "--methods", "", "--options", "channels_last", "--option-methods", "pgd-at"]]
     else:
-        runs = [["--methods", ALL_METHODS, "--batches", "16", "--repeats", "5", "--options", "",
-                 "--noise", "pgd-at,fast-atta"],
+        runs = [["--methods", ALL_METHODS, "--batches", "12", "--repeats", "7", "--options", "",
+                 "--noise", "standard,pgd-at,fast-atta"],
                 ["--methods", "", "--options", "compile", "--option-methods", "pgd-at", "--batches", "8", "--repeats", "3"],
                 ["--methods", "", "--options", "bf16", "--option-methods", "pgd-at", "--batches", "4", "--repeats", "3"]]
     merged: dict = {}
