@@ -107,3 +107,22 @@ def test_overhead_names_an_unknown_method_in_one_line(capsys):
         overhead.main(["--methods", "mart+fast-atta", "--options", ""])
     assert exit_.value.code == 2
     assert "--methods: no hand-written loop for 'mart+fast-atta'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("loops", [("advcore", "handwritten"), ("advcore", "same", "handwritten")])
+def test_interleaving_gives_every_loop_every_place_equally(loops):
+    calls: list[str] = []
+    steps = {who: (lambda i, _, who=who: calls.append(who)) for who in loops}
+    for _ in range(2):  # two rounds: a round's last batch meets the next round's first
+        overhead.interleaved(steps, 6, 1, torch.device("cpu"))
+    k = len(loops)
+    batches = [calls[i:i + k] for i in range(0, len(calls), k)]
+    assert all(sorted(b) == sorted(loops) for b in batches) and len(batches) == 12
+    for place in range(k):
+        assert sorted(b[place] for b in batches) == sorted(loops * (12 // k)), place
+    cycle = calls[1:] + calls[:1]  # the rounds repeat: the last step meets the next round's first
+    repeats = {who: sum(a == b == who for a, b in zip(calls, cycle)) for who in loops}
+    if k == 3:  # with three loops none runs twice in a row on caches it just warmed
+        assert set(repeats.values()) == {0}, repeats
+    else:  # ABBA: each repeats equally often
+        assert len(set(repeats.values())) == 1, repeats
