@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--steps", type=int, default=10, help="attack steps K (PGD-10)")
-    parser.add_argument("--batches", type=int, default=12, help="batches per round (a multiple of 2 and 3: balanced places)")
+    parser.add_argument("--batches", type=int, default=12,
+                        help="batches per round (a multiple of 2 and 3: balanced places)")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds (median, min-max)")
     parser.add_argument("--epoch-size", type=int, default=50_000)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -28,11 +28,12 @@ All loops start from the same weights, take the same batches from advcore's load
 hand-written steps (benchmarks/handwritten/, one file per method family) implement each
 plugin's default options, and all are stepped at ``training_epoch`` (after every enabled
 plugin's warm-up). They alternate batch by batch, each batch in the next rotation of their
-order (ABBA for two; ABC, BCA, CAB for three, so each loop takes each place equally often
-when ``--batches`` is a multiple of their number and none runs twice in a row on a cache it
-warmed itself; each step timed on its own, after a synchronize on CUDA). On the CPU the default clock is the process's CPU time (one thread by default),
-which a shared, busy machine disturbs far less than wall time; on CUDA it is wall time after
-a synchronize. ``speed.keep_host_memory`` is process-wide, so the hand-written loop shares
+order (ABBA for two; ABC, BCA, CAB for three, where none runs twice in a row on a cache it
+warmed itself), so each loop takes each place equally often when ``--batches`` is a
+multiple of their number; each step is timed on its own, after a synchronize on CUDA. On
+the CPU the default clock is the process's CPU time (one thread by default), which a
+shared, busy machine disturbs far less than wall time; on CUDA it is wall time after a
+synchronize. ``speed.keep_host_memory`` is process-wide, so the hand-written loop shares
 it; ``--keep-host-memory false`` times a process without it. ``--dataset synthetic-cifar``
 times CIFAR-shaped random images when CIFAR-10 is not on disk.
 """

@@ -38,7 +38,8 @@ def _constant(run: Run, role: str, n: int, value: float | int, like: torch.Tenso
 
 def _stack_views(run: Run, batch) -> tuple[torch.Tensor, ...]:
     if not batch.views:  # one view: nothing to concatenate
-        return batch.x, batch.y, batch.index, batch.crop, batch.flip, _constant(run, "view", batch.y.shape[0], 0, batch.y)
+        view = _constant(run, "view", batch.y.shape[0], 0, batch.y)
+        return batch.x, batch.y, batch.index, batch.crop, batch.flip, view
     parts = [batch] + list(batch.views)
     cat = lambda xs: None if xs[0] is None else xs[0] if len(xs) == 1 else torch.cat(xs)  # noqa: E731
     view = torch.cat([torch.full_like(b.y, i) for i, b in enumerate(parts)])
