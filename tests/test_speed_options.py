@@ -183,24 +183,6 @@ def test_set_mode_calls_a_submodules_own_train():
     assert not model[1].training  # its own train() kept it frozen
 
 
-def test_training_uses_the_multi_tensor_sgd_and_it_matches_the_default_loop_bit_for_bit():
-    import copy
-
-    run = tiny_run(["pgd-at"], optim={"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4})
-    assert run.optimizer.param_groups[0]["foreach"] is True
-    twin = copy.deepcopy(run.model)
-    loop = torch.optim.SGD(twin.parameters(), lr=run.optimizer.param_groups[0]["lr"], momentum=0.9,
-                           nesterov=True, weight_decay=5e-4, foreach=False)
-    for _ in range(3):
-        for p, q in zip(run.model.parameters(), twin.parameters()):
-            p.grad = torch.randn_like(p)
-            q.grad = p.grad.clone()
-        run.optimizer.step()
-        loop.step()
-    for (name, a), b in zip(run.model.state_dict().items(), twin.state_dict().values()):
-        assert torch.equal(a, b), name
-
-
 HOST_MEMORY_PROBE = """
 import resource, sys, torch
 from advcore.engine import build_run
