@@ -24,7 +24,8 @@ time over the objective's PGD-K step time. ``--json`` writes every figure (both 
 per-round spread, warm-up seconds, peak GPU memory) with the machine description.
 
 All loops start from the same weights, take the same batches from advcore's loader
-(gathering and conversion included in the timing) and use the same optimizer; the
+(gathering and conversion included in the timing) and the same optimizer settings (advcore
+with its fused SGD update, the hand-written loop with PyTorch's default one, as a script); the
 hand-written steps (benchmarks/handwritten/, one file per method family) implement each
 plugin's default options, and all are stepped at ``training_epoch`` (after every enabled
 plugin's warm-up). They alternate batch by batch, each batch in the next rotation of their

@@ -19,8 +19,7 @@ SETTINGS = dict(lr=0.05, momentum=0.9, weight_decay=5e-4)
 
 
 def _config(**optim):
-    return tiny_config(["standard"], optim={"lr": SETTINGS["lr"], "momentum": SETTINGS["momentum"],
-                                           "weight_decay": SETTINGS["weight_decay"], **optim})
+    return tiny_config(["standard"], optim={**SETTINGS, **optim})
 
 
 def _pair(model: torch.nn.Module):

@@ -70,10 +70,11 @@ def keep_buffers_like_parameters(optimizer: torch.optim.Optimizer) -> None:
     is copied into its parameter's layout and a missing one starts at zero: with no dampening,
     ``0 * momentum + grad`` is the same first update as the per-tensor loop's copy of the gradient.
     """
-    ready = [False]
+    ready = False
 
     def before_step(opt, args, kwargs) -> None:
-        if ready[0]:
+        nonlocal ready
+        if ready:
             return
         complete = True
         for group in opt.param_groups:
@@ -89,12 +90,16 @@ def keep_buffers_like_parameters(optimizer: torch.optim.Optimizer) -> None:
                         opt.state[p]["momentum_buffer"] = torch.zeros_like(p)
                     else:
                         complete = False
-                elif buf.stride() != p.stride() or buf.dtype != p.dtype or buf.device != p.device:
+                elif buf.stride() != p.stride():  # load_state_dict already cast dtype and device
                     opt.state[p]["momentum_buffer"] = torch.empty_like(p).copy_(buf)
-        ready[0] = complete
+        ready = complete
+
+    def after_load(opt) -> None:
+        nonlocal ready
+        ready = False
 
     optimizer.register_step_pre_hook(before_step)
-    optimizer.register_load_state_dict_post_hook(lambda opt: ready.__setitem__(0, False))
+    optimizer.register_load_state_dict_post_hook(after_load)
 
 
 def warmup_batches(config: RunConfig, steps_per_epoch: int) -> int:
